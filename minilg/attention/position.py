@@ -1,0 +1,84 @@
+"""Relative position bias (Swin Eq. 4, the ``B`` term; reused by GG, Focal and SALG).
+
+A learnable table holds one scalar per head for every possible 2-D offset between a query grid
+of shape ``(qh, qw)`` and a key grid of shape ``(kh, kw)``: offsets run over
+``[-(kh-1), qh-1] x [-(kw-1), qw-1]``, so the table has ``(qh + kh - 1) * (qw + kw - 1)`` rows.
+For self-attention in an ``M x M`` window this is Swin's ``(2M - 1)^2`` table; Focal's pooled
+levels use a ``7 x 7`` query window against ``s_r x s_r`` pooled keys, giving ``(7 + s_r - 1)^2``.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+
+def relative_position_index(
+    query_grid: tuple[int, int],
+    key_grid: tuple[int, int] | None = None,
+    table_grids: tuple[tuple[int, int], tuple[int, int]] | None = None,
+) -> Tensor:
+    """Index into the bias table for every (query, key) pair.
+
+    Args:
+        query_grid: ``(qh, qw)``; queries are numbered row-major.
+        key_grid: ``(kh, kw)``; defaults to ``query_grid`` (self-attention).
+        table_grids: the ``(query_grid, key_grid)`` the table was built for, when indexing a
+            smaller grid into a larger table (a window clipped to a small feature map).
+            Defaults to ``(query_grid, key_grid)``.
+
+    Returns:
+        ``(qh*qw, kh*kw)`` int64 tensor with values in ``[0, (Qh+Kh-1)*(Qw+Kw-1))`` where
+        ``(Qh, Qw), (Kh, Kw)`` are the table's grids.
+    """
+    qh, qw = query_grid
+    kh, kw = key_grid if key_grid is not None else query_grid
+    (_, table_qw), (table_kh, table_kw) = table_grids or ((qh, qw), (kh, kw))
+    if kh > table_kh or kw > table_kw or qw > table_qw:
+        raise ValueError(f"grid {query_grid}x{key_grid} does not fit the table {table_grids}")
+    qy, qx = torch.meshgrid(torch.arange(qh), torch.arange(qw), indexing="ij")
+    ky, kx = torch.meshgrid(torch.arange(kh), torch.arange(kw), indexing="ij")
+    dy = qy.reshape(-1, 1) - ky.reshape(1, -1) + (table_kh - 1)  # >= 0
+    dx = qx.reshape(-1, 1) - kx.reshape(1, -1) + (table_kw - 1)  # >= 0
+    return dy * (table_qw + table_kw - 1) + dx
+
+
+class RelativePositionBias(nn.Module):
+    """Learnable bias ``B`` of shape ``(heads, Tq, Tk)`` for a query grid against a key grid.
+
+    The table is initialised with a truncated normal of std 0.02 (as Swin). Its parameter name
+    ends in ``bias_table`` so optimisers can exclude it from weight decay.
+    """
+
+    def __init__(
+        self, heads: int, query_grid: tuple[int, int], key_grid: tuple[int, int] | None = None
+    ) -> None:
+        super().__init__()
+        key_grid = key_grid if key_grid is not None else query_grid
+        if min(*query_grid, *key_grid) < 1:
+            raise ValueError(
+                f"query_grid and key_grid must be positive, got {query_grid} and {key_grid}"
+            )
+        self.query_grid = query_grid
+        self.key_grid = key_grid
+        rows = (query_grid[0] + key_grid[0] - 1) * (query_grid[1] + key_grid[1] - 1)
+        self.bias_table = nn.Parameter(torch.empty(rows, heads))
+        nn.init.trunc_normal_(self.bias_table, std=0.02)
+        self.index: Tensor
+        self.register_buffer(
+            "index", relative_position_index(query_grid, key_grid), persistent=False
+        )
+
+    def forward(self, query_grid: tuple[int, int] | None = None) -> Tensor:
+        """Returns the bias ``(heads, Tq, Tk)``.
+
+        ``query_grid`` (self-attention only) selects a smaller window than the table's, used when
+        a window is clipped to a feature map smaller than itself.
+        """
+        index = self.index
+        if query_grid is not None and query_grid != self.query_grid:
+            index = relative_position_index(
+                query_grid, query_grid, (self.query_grid, self.key_grid)
+            ).to(self.bias_table.device)
+        return rearrange(self.bias_table[index], "tq tk heads -> heads tq tk")

@@ -1,0 +1,140 @@
+"""Window attention W-MSA and shifted-window attention SW-MSA (Swin, Liu et al. 2021, Sec. 3.2).
+
+W-MSA splits the map into non-overlapping ``M x M`` windows and runs MSA inside each, with a
+relative position bias. SW-MSA first rolls the map by ``(-M//2, -M//2)`` so the next block's
+windows straddle the previous block's boundaries; tokens that the roll brought together from
+opposite edges are kept apart by a mask built from region labels.
+
+Cost, for the ``N = H*W`` tokens projected and the ``Np = Hp*Wp`` (padded) tokens attended:
+``Omega(W-MSA) = 4 N C^2 + 2 M^2 Np C`` (GG Eq. 12 / Swin Eq. 2 with ``Np = N`` when ``M``
+divides the map). The projections run on real tokens only; padding is added to Q, K, V just
+before the windowed attention and masked as keys, so it never changes a real token's output
+(the official Swin code pads *before* the qkv projection and does not mask: its padded keys,
+``qkv(0) = bias``, do leak into border windows; minilg masks them instead).
+
+Maps smaller than the window: as in Swin, the window is clipped to the map and the shift is
+turned off along that axis (a shift would only move padding around).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from minilg.attention.base import TokenMixer
+from minilg.attention.core import GroupAttention, attention_macs, check_dim_heads, linear_macs
+from minilg.attention.position import RelativePositionBias
+from minilg.attention.windows import (
+    allowed_from_labels,
+    as_pair,
+    pad_to_multiple,
+    padded_size,
+    padding_labels,
+    window_partition,
+    window_reverse,
+)
+
+
+def window_msa_macs(height: int, width: int, dim: int, window: tuple[int, int]) -> int:
+    """``4 N C^2 + 2 M^2 Np C``: projections on ``N = HW`` tokens, attention on ``Np = HpWp``."""
+    mh, mw = min(window[0], height), min(window[1], width)
+    padded_tokens = padded_size(height, mh) * padded_size(width, mw)
+    tokens = height * width
+    projections = linear_macs(tokens, dim, 3 * dim) + linear_macs(tokens, dim, dim)
+    return projections + attention_macs(mh * mw, mh * mw, dim) * (padded_tokens // (mh * mw))
+
+
+def shifted_window_labels(
+    size: tuple[int, int], window: tuple[int, int], shift: tuple[int, int]
+) -> Tensor:
+    """Region labels of the rolled, padded map ``(Hp, Wp)``: ``-1`` padding, else region id.
+
+    After rolling by ``-shift`` each axis has three bands (Swin's ``img_mask``): tokens that were
+    inside ``[0, Hp - M)``, the band ``[Hp - M, Hp - s)`` and the wrapped band ``[Hp - s, Hp)``.
+    Two tokens may attend to each other only if both bands (rows and columns) agree.
+    """
+    labels = padding_labels(size, window)
+    hp, wp = labels.shape
+
+    def bands(length: int, m: int, s: int) -> Tensor:
+        band = torch.zeros(length, dtype=torch.long)
+        if s > 0:
+            band[length - m : length - s] = 1
+            band[length - s :] = 2
+        return band
+
+    region = bands(hp, window[0], shift[0])[:, None] * 3 + bands(wp, window[1], shift[1])[None, :]
+    rolled_padding = torch.roll(labels, shifts=(-shift[0], -shift[1]), dims=(0, 1))
+    return torch.where(rolled_padding < 0, rolled_padding, region)
+
+
+class WindowAttention(TokenMixer):
+    """W-MSA (``shift=0``) or SW-MSA (``shift>0``, usually ``M//2``): ``(B,H,W,C) -> (B,H,W,C)``.
+
+    Args:
+        dim: channels ``C``.
+        heads: attention heads (must divide ``dim``).
+        window: window size ``M`` (int or ``(Mh, Mw)``).
+        shift: cyclic shift ``s`` (int or pair), ``0 <= s < M``.
+        qkv_bias: bias in the qkv projection.
+        position_bias: add Swin's relative position bias inside each window.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        window: int | tuple[int, int] = 7,
+        shift: int | tuple[int, int] = 0,
+        qkv_bias: bool = True,
+        position_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        check_dim_heads(dim, heads)
+        self.dim = dim
+        self.heads = heads
+        self.window = as_pair(window, "window")
+        shift_pair = (shift, shift) if isinstance(shift, int) else shift
+        if not all(0 <= s < m for s, m in zip(shift_pair, self.window, strict=True)):
+            raise ValueError(f"shift must satisfy 0 <= shift < window={self.window}, got {shift}")
+        self.shift = (int(shift_pair[0]), int(shift_pair[1]))
+        self.attn = GroupAttention(dim, heads, qkv_bias=qkv_bias)
+        self.position_bias = RelativePositionBias(heads, self.window) if position_bias else None
+
+    def effective(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Window and shift used on an ``height x width`` map (clipped to the map, Swin rule)."""
+        window = (min(self.window[0], height), min(self.window[1], width))
+        shift = (
+            self.shift[0] if height > self.window[0] else 0,
+            self.shift[1] if width > self.window[1] else 0,
+        )
+        return window, shift
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        _, height, width, _ = x.shape
+        window, shift = self.effective(height, width)
+        qkv = pad_to_multiple(self.attn.qkv(x), window)  # (B, Hp, Wp, 3C)
+        padded = (qkv.shape[1], qkv.shape[2])
+        if shift != (0, 0):
+            qkv = torch.roll(qkv, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        q, k, v = window_partition(qkv, window).chunk(3, dim=-1)  # each (B, nW, M*M, C)
+
+        bias = self.position_bias(window) if self.position_bias is not None else None
+        allowed = None
+        if shift != (0, 0) or padded != (height, width):
+            labels = shifted_window_labels((height, width), window, shift).to(x.device)
+            allowed = allowed_from_labels(_window_labels(labels, window))
+        out = window_reverse(self.attn.attend(q, k, v, bias=bias, allowed=allowed), window, padded)
+        if shift != (0, 0):
+            out = torch.roll(out, shifts=shift, dims=(1, 2))
+        return self.attn.proj(out[:, :height, :width])
+
+    def macs(self, height: int, width: int) -> int:
+        """``4 N C^2 + 2 M^2 Np C`` (GG Eq. 12, Swin Eq. 2); see the module docstring."""
+        return window_msa_macs(height, width, self.dim, self.window)
+
+
+def _window_labels(labels: Tensor, window: tuple[int, int]) -> Tensor:
+    """``(Hp, Wp)`` labels -> ``(nWindows, Mh*Mw)`` labels, in window_partition's order."""
+    return window_partition(labels[None, :, :, None], window)[0, :, :, 0]

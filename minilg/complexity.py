@@ -1,0 +1,85 @@
+"""Exact complexity: measured MACs and the closed forms the papers state.
+
+Convention (as the papers' "FLOPs" columns): we report **MACs**, multiply-accumulates of matmul
+and convolution ops. Norms, softmax, pooling, activations, bias and residual adds are not
+counted. :func:`count_macs` measures with :class:`torch.utils.flop_counter.FlopCounterMode`
+(which counts ``2 x MACs`` for mm/bmm/addmm/conv) under the math SDPA backend: the fused CPU
+kernels are invisible to the counter, the math backend is two bmm it counts exactly.
+
+Closed forms, one per mechanism, live beside the mechanism (``minilg.attention.*``) and are
+re-exported here:
+
+* ``msa_macs``: Omega(MSA) = 4NC^2 + 2N^2C (GG Eq. 4);
+* ``window_msa_macs``: Omega(W-MSA) = 4NC^2 + 2M^2NC (GG Eq. 12, Swin Eq. 2);
+* ``sra_macs``: PVT spatial-reduction attention.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from minilg.attention.full import msa_macs
+from minilg.attention.spatial_reduction import sra_macs
+from minilg.attention.window import window_msa_macs
+
+__all__ = ["count_macs", "format_macs", "model_macs", "msa_macs", "sra_macs", "window_msa_macs"]
+
+
+class CountsItsMacs(Protocol):
+    """A model that reports its closed-form MACs for a square input resolution."""
+
+    def macs(self, resolution: int) -> int: ...
+
+
+def count_macs(module: nn.Module, *inputs: Any, **kwargs: Any) -> int:
+    """Measured MACs of ``module(*inputs, **kwargs)``: FlopCounterMode's FLOPs divided by 2.
+
+    Runs under ``torch.no_grad()`` and the math SDPA backend. Multiply the result by nothing:
+    it is already MACs (one multiply-add counted once).
+    """
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        module(*inputs, **kwargs)
+    flops = counter.get_total_flops()
+    if flops % 2:
+        raise RuntimeError(f"FlopCounterMode returned an odd FLOP count {flops}")
+    return flops // 2
+
+
+def model_macs(model: nn.Module, resolution: int | None = None) -> int:
+    """Closed-form MACs of a minilg model for one ``resolution x resolution`` RGB image.
+
+    Every minilg model implements ``macs(resolution)`` from the closed forms of its parts; tests
+    check it against :func:`count_macs` exactly. ``resolution`` defaults to ``model.img_size``.
+    """
+    macs_fn = getattr(model, "macs", None)
+    if macs_fn is None:
+        raise ValueError(
+            f"{type(model).__name__} has no closed-form macs(resolution); use count_macs(model, x)"
+        )
+    if resolution is None:
+        resolution = int(model.img_size)
+    return int(macs_fn(resolution))
+
+
+def measured_model_macs(model: nn.Module, resolution: int | None = None) -> int:
+    """Measured MACs of ``model`` on one ``(1, 3, resolution, resolution)`` zero image."""
+    if resolution is None:
+        resolution = int(model.img_size)
+    param = next(model.parameters())
+    x: Tensor = torch.zeros(1, 3, resolution, resolution, device=param.device, dtype=param.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        return count_macs(model, x)
+    finally:
+        model.train(was_training)
+
+
+def format_macs(macs: int) -> str:
+    """``4_490_000_000 -> '4.49 GMACs'``."""
+    return f"{macs / 1e9:.2f} GMACs" if macs >= 1e8 else f"{macs / 1e6:.1f} MMACs"
