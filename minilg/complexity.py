@@ -44,7 +44,7 @@ def count_macs(module: nn.Module, *inputs: Any, **kwargs: Any) -> int:
     """
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         module(*inputs, **kwargs)
-    flops = counter.get_total_flops()
+    flops = int(counter.get_total_flops())
     if flops % 2:
         raise RuntimeError(f"FlopCounterMode returned an odd FLOP count {flops}")
     return flops // 2
@@ -61,15 +61,13 @@ def model_macs(model: nn.Module, resolution: int | None = None) -> int:
         raise ValueError(
             f"{type(model).__name__} has no closed-form macs(resolution); use count_macs(model, x)"
         )
-    if resolution is None:
-        resolution = int(model.img_size)
-    return int(macs_fn(resolution))
+    return int(macs_fn(resolution if resolution is not None else _img_size(model)))
 
 
 def measured_model_macs(model: nn.Module, resolution: int | None = None) -> int:
     """Measured MACs of ``model`` on one ``(1, 3, resolution, resolution)`` zero image."""
     if resolution is None:
-        resolution = int(model.img_size)
+        resolution = _img_size(model)
     param = next(model.parameters())
     x: Tensor = torch.zeros(1, 3, resolution, resolution, device=param.device, dtype=param.dtype)
     was_training = model.training
@@ -83,3 +81,10 @@ def measured_model_macs(model: nn.Module, resolution: int | None = None) -> int:
 def format_macs(macs: int) -> str:
     """``4_490_000_000 -> '4.49 GMACs'``."""
     return f"{macs / 1e9:.2f} GMACs" if macs >= 1e8 else f"{macs / 1e6:.1f} MMACs"
+
+
+def _img_size(model: nn.Module) -> int:
+    size = getattr(model, "img_size", None)
+    if not isinstance(size, int):
+        raise ValueError(f"{type(model).__name__} has no img_size: pass resolution explicitly")
+    return size

@@ -21,6 +21,23 @@ from minilg.attention.windows import padded_size
 NormFactory = Callable[[int], nn.Module]
 
 
+def module_macs(module: nn.Module, height: int, width: int, **kwargs: int) -> int:
+    """``module.macs(height, width)``: the closed-form MACs every minilg layer reports."""
+    macs = getattr(module, "macs", None)
+    if not callable(macs):
+        raise TypeError(f"{type(module).__name__} does not report its MACs (no macs(H, W))")
+    return int(macs(height, width, **kwargs))
+
+
+def module_out_size(module: nn.Module, height: int, width: int) -> tuple[int, int]:
+    """``module.out_size(height, width)`` of a stem or downsampling layer."""
+    out_size = getattr(module, "out_size", None)
+    if not callable(out_size):
+        raise TypeError(f"{type(module).__name__} does not report out_size(H, W)")
+    out_h, out_w = out_size(height, width)
+    return int(out_h), int(out_w)
+
+
 class Mlp(nn.Module):
     """The transformer feed-forward network ``Linear(C, rC) -> GELU -> Linear(rC, C)`` (GG Eq. 2).
 
@@ -39,7 +56,8 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        out: Tensor = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        return out
 
     def macs(self, height: int, width: int) -> int:
         return 2 * linear_macs(height * width, self.dim, self.hidden)
@@ -93,7 +111,8 @@ class PatchEmbed(nn.Module):
         self.norm: nn.Module = nn.LayerNorm(dim) if norm else nn.Identity()
 
     def out_size(self, height: int, width: int) -> tuple[int, int]:
-        return padded_size(height, self.patch) // self.patch, padded_size(width, self.patch) // self.patch
+        patch = self.patch
+        return padded_size(height, patch) // patch, padded_size(width, patch) // patch
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_chans:
@@ -104,7 +123,8 @@ class PatchEmbed(nn.Module):
         pad_w = padded_size(x.shape[3], self.patch) - x.shape[3]
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        return self.norm(rearrange(self.proj(x), "b c h w -> b h w c"))
+        out: Tensor = self.norm(rearrange(self.proj(x), "b c h w -> b h w c"))
+        return out
 
     def macs(self, height: int, width: int) -> int:
         out_h, out_w = self.out_size(height, width)
@@ -131,7 +151,8 @@ class PatchMerging(nn.Module):
         if x.shape[1] % 2 or x.shape[2] % 2:
             x = F.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))
         x = rearrange(x, "b (h dy) (w dx) c -> b h w (dx dy c)", dy=2, dx=2)
-        return self.reduction(self.norm(x))
+        out: Tensor = self.reduction(self.norm(x))
+        return out
 
     def macs(self, height: int, width: int) -> int:
         out_h, out_w = self.out_size(height, width)
@@ -169,12 +190,13 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.drop_path(self.scale1(self.mixer(self.norm1(x))))
-        return x + self.drop_path(self.scale2(self.mlp(self.norm2(x))))
+        out: Tensor = x + self.drop_path(self.scale2(self.mlp(self.norm2(x))))
+        return out
 
     def forward_with_prefix(self, x: Tensor, prefix: Tensor) -> tuple[Tensor, Tensor]:
         """Same block with extra tokens ``prefix (B, P, C)`` (e.g. a class token) beside the map.
 
-        The mixer must provide ``forward_with_prefix`` (see :class:`~minilg.attention.FullAttention`).
+        The mixer must provide ``forward_with_prefix`` (e.g. ``minilg.attention.FullAttention``).
         """
         mixer_with_prefix = getattr(self.mixer, "forward_with_prefix", None)
         if mixer_with_prefix is None:
@@ -187,7 +209,9 @@ class Block(nn.Module):
         return x, prefix
 
     def macs(self, height: int, width: int, num_prefix: int = 0) -> int:
+        """Mixer plus MLP MACs on an ``height x width`` map (plus ``num_prefix`` extra tokens)."""
         if num_prefix:
-            mixer = self.mixer.macs(height, width, num_prefix=num_prefix)  # type: ignore[call-arg]
-            return int(mixer) + int(self.mlp.macs(height * width + num_prefix, 1))
-        return int(self.mixer.macs(height, width)) + int(self.mlp.macs(height, width))
+            mixer = module_macs(self.mixer, height, width, num_prefix=num_prefix)
+            # The token-wise MLP sees the map and the prefix tokens as one row of tokens.
+            return mixer + module_macs(self.mlp, height * width + num_prefix, 1)
+        return self.mixer.macs(height, width) + module_macs(self.mlp, height, width)

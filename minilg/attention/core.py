@@ -99,7 +99,7 @@ class GroupAttention(nn.Module):
         bias: Tensor | None = None,
         allowed: Tensor | None = None,
     ) -> Tensor:
-        """Grouped tokens ``(B, G, Tq, C)``, ``(B, G, Tk, C)`` -> ``(B, G, Tq, C)`` (no projection)."""
+        """Grouped ``q (B, G, Tq, C)``, ``k, v (B, G, Tk, C)`` -> ``(B, G, Tq, C)``, unprojected."""
         heads = self.heads
         out = attention(split_heads(q, heads), split_heads(k, heads), split_heads(v, heads),
                         bias=bias, allowed=allowed)
@@ -110,7 +110,8 @@ class GroupAttention(nn.Module):
     ) -> Tensor:
         """Self-attention inside each group: ``(B, G, T, C) -> (B, G, T, C)``."""
         q, k, v = self.project_qkv(x)
-        return self.proj(self.attend(q, k, v, bias=bias, allowed=allowed))
+        out: Tensor = self.proj(self.attend(q, k, v, bias=bias, allowed=allowed))
+        return out
 
 
 def check_dim_heads(dim: int, heads: int) -> None:

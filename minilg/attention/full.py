@@ -38,11 +38,11 @@ class FullAttention(TokenMixer):
         self.check_input(x)
         _, height, _, _ = x.shape
         tokens = rearrange(x, "b h w c -> b 1 (h w) c")  # a single group holding every token
-        out = self.attn(tokens)
-        return rearrange(out, "b 1 (h w) c -> b h w c", h=height)
+        out: Tensor = rearrange(self.attn(tokens), "b 1 (h w) c -> b h w c", h=height)
+        return out
 
     def forward_with_prefix(self, x: Tensor, prefix: Tensor) -> tuple[Tensor, Tensor]:
-        """``x (B, H, W, C)``, ``prefix (B, P, C)`` -> both updated; all ``P + HW`` tokens attend."""
+        """``x (B, H, W, C)``, ``prefix (B, P, C)`` -> both updated; all ``P + HW`` attend."""
         self.check_input(x)
         num_prefix, height = prefix.shape[1], x.shape[1]
         tokens = torch.cat([prefix, rearrange(x, "b h w c -> b (h w) c")], dim=1)

@@ -71,7 +71,8 @@ class SpatialReductionAttention(TokenMixer):
             return rearrange(x, "b h w c -> b (h w) c")
         x = pad_to_multiple(x, (self.reduction, self.reduction))
         reduced = self.reduce(rearrange(x, "b h w c -> b c h w"))
-        return self.norm(rearrange(reduced, "b c h w -> b (h w) c"))
+        tokens: Tensor = self.norm(rearrange(reduced, "b c h w -> b (h w) c"))
+        return tokens
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
@@ -81,7 +82,8 @@ class SpatialReductionAttention(TokenMixer):
         out = attention(split_heads(q, self.heads), split_heads(k, self.heads),
                         split_heads(v, self.heads))
         out = self.proj(merge_heads(out))
-        return rearrange(out, "b 1 (h w) c -> b h w c", h=height)
+        grid: Tensor = rearrange(out, "b 1 (h w) c -> b h w c", h=height)
+        return grid
 
     def macs(self, height: int, width: int) -> int:
         return sra_macs(height, width, self.dim, self.reduction)

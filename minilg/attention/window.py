@@ -128,7 +128,8 @@ class WindowAttention(TokenMixer):
         out = window_reverse(self.attn.attend(q, k, v, bias=bias, allowed=allowed), window, padded)
         if shift != (0, 0):
             out = torch.roll(out, shifts=shift, dims=(1, 2))
-        return self.attn.proj(out[:, :height, :width])
+        projected: Tensor = self.attn.proj(out[:, :height, :width])
+        return projected
 
     def macs(self, height: int, width: int) -> int:
         """``4 N C^2 + 2 M^2 Np C`` (GG Eq. 12, Swin Eq. 2); see the module docstring."""

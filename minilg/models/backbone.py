@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from einops import rearrange, reduce
@@ -23,7 +22,15 @@ from torch import Tensor, nn
 
 from minilg.attention.base import TokenMixer
 from minilg.attention.core import linear_macs
-from minilg.layers import Block, Mlp, NormFactory, PatchEmbed, PatchMerging
+from minilg.layers import (
+    Block,
+    Mlp,
+    NormFactory,
+    PatchEmbed,
+    PatchMerging,
+    module_macs,
+    module_out_size,
+)
 
 
 @dataclass(frozen=True)
@@ -46,14 +53,6 @@ MixerFactory = Callable[[BlockSpec], TokenMixer]
 MlpFactory = Callable[[BlockSpec], nn.Module]
 
 
-class Resizer(Protocol):
-    """A stem or downsampling layer: knows its output size and MACs for an input size."""
-
-    def __call__(self, x: Tensor) -> Tensor: ...
-    def out_size(self, height: int, width: int) -> tuple[int, int]: ...
-    def macs(self, height: int, width: int) -> int: ...
-
-
 def default_mlp(spec: BlockSpec) -> nn.Module:
     return Mlp(spec.dim, spec.mlp_ratio)
 
@@ -67,6 +66,11 @@ def init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+def drop_path_rates(rate: float, blocks: int) -> list[float]:
+    """Stochastic-depth rates rising linearly from 0 to ``rate`` over ``blocks`` blocks."""
+    return [rate * i / (blocks - 1) if blocks > 1 else 0.0 for i in range(blocks)]
 
 
 def check_positive(name: str, values: Sequence[int | float]) -> None:
@@ -117,6 +121,7 @@ class HierarchicalBackbone(ModelBase):
         img_size: nominal input resolution (any size runs; this fixes ``feature_size``).
         stem: the stride-4 stem; defaults to Swin's ``PatchEmbed(4) + LayerNorm``.
         downsample: ``(dim_in, dim_out) -> module`` halving the map; defaults to PatchMerging.
+            Stems and downsampling layers report ``out_size(H, W)`` and ``macs(H, W)``.
         mlp, norm: MLP factory and norm class of the blocks.
         drop_path_rate: stochastic depth, increased linearly from 0 over all blocks.
     """
@@ -134,8 +139,8 @@ class HierarchicalBackbone(ModelBase):
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
         layer_scale: float | None = None,
-        stem: Resizer | None = None,
-        downsample: Callable[[int, int], Resizer] = PatchMerging,
+        stem: nn.Module | None = None,
+        downsample: Callable[[int, int], nn.Module] = PatchMerging,
         mlp: MlpFactory = default_mlp,
         norm: NormFactory = nn.LayerNorm,
         stem_stride: int = 4,
@@ -152,16 +157,16 @@ class HierarchicalBackbone(ModelBase):
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         self.num_classes, self.img_size, self.num_features = num_classes, img_size, dims[-1]
-        self.stem: Resizer = stem if stem is not None else PatchEmbed(in_chans, dims[0], 4)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.stem: nn.Module = stem if stem is not None else PatchEmbed(in_chans, dims[0], 4)
+        rates = drop_path_rates(drop_path_rate, sum(depths))
         size = (-(-img_size // stem_stride),) * 2
         self.downsamples = nn.ModuleList()
         self.stages = nn.ModuleList()
         for stage, (dim, depth, num_heads) in enumerate(zip(dims, depths, heads, strict=True)):
             if stage > 0:
                 down = downsample(dims[stage - 1], dim)
-                size = down.out_size(*size)
-                self.downsamples.append(down)  # type: ignore[arg-type]
+                size = module_out_size(down, *size)
+                self.downsamples.append(down)
             blocks = []
             for index in range(depth):
                 spec = BlockSpec(stage, index, dim, num_heads, size, mlp_ratio)
@@ -179,25 +184,27 @@ class HierarchicalBackbone(ModelBase):
             if stage > 0:
                 x = self.downsamples[stage - 1](x)
             x = blocks(x)
-        return self.norm(x)  # type: ignore[no-any-return]
+        out: Tensor = self.norm(x)
+        return out
 
     def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
         """``(B, h, w, C) -> (B, num_classes)``: global average pool then the linear head."""
         pooled = reduce(features, "b h w c -> b c", "mean")
-        return pooled if pre_logits else self.head(pooled)  # type: ignore[no-any-return]
+        logits: Tensor = pooled if pre_logits else self.head(pooled)
+        return logits
 
     def macs(self, resolution: int | tuple[int, int]) -> int:
         """Exact MACs for one image of ``resolution`` (int or ``(H, W)``)."""
         size = (resolution, resolution) if isinstance(resolution, int) else resolution
-        total = self.stem.macs(*size)
-        size = self.stem.out_size(*size)
+        total = module_macs(self.stem, *size)
+        size = module_out_size(self.stem, *size)
         for stage, blocks in enumerate(self.stages):
             if stage > 0:
                 down = self.downsamples[stage - 1]
-                total += down.macs(*size)
-                size = down.out_size(*size)
-            total += sum(block.macs(*size) for block in blocks)
-        return int(total) + self.head_macs()
+                total += module_macs(down, *size)
+                size = module_out_size(down, *size)
+            total += sum(module_macs(block, *size) for block in blocks.children())
+        return total + self.head_macs()
 
 
 class IsotropicBackbone(ModelBase):
@@ -243,7 +250,7 @@ class IsotropicBackbone(ModelBase):
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix + side * side, dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList(
             Block(dim, mixer(spec), mlp(spec), rates[i], layer_scale)
             for i in range(depth)
@@ -261,26 +268,30 @@ class IsotropicBackbone(ModelBase):
                 f"{tuple(x.shape[-2:])}; create the model with img_size={x.shape[-1]}"
             )
         grid = self.patch_embed(x)
-        pos_prefix, pos_grid = self.pos_embed[:, : self.num_prefix], self.pos_embed[:, self.num_prefix :]
+        pos_prefix = self.pos_embed[:, : self.num_prefix]
+        pos_grid = self.pos_embed[:, self.num_prefix :]
         grid = grid + rearrange(pos_grid, "1 (h w) c -> 1 h w c", h=self.grid[0])
         prefix = self.cls_token.expand(x.shape[0], -1, -1) + pos_prefix
         for block in self.blocks:
             if self.num_prefix:
+                assert isinstance(block, Block)
                 grid, prefix = block.forward_with_prefix(grid, prefix)
             else:
                 grid = block(grid)
         tokens = torch.cat([prefix, rearrange(grid, "b h w c -> b (h w) c")], dim=1)
-        return self.norm(tokens)  # type: ignore[no-any-return]
+        out: Tensor = self.norm(tokens)
+        return out
 
     def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
         """Class token (or mean of patch tokens without one) -> linear head."""
         pooled = features[:, 0] if self.num_prefix else features.mean(dim=1)
-        return pooled if pre_logits else self.head(pooled)  # type: ignore[no-any-return]
+        logits: Tensor = pooled if pre_logits else self.head(pooled)
+        return logits
 
     def macs(self, resolution: int | None = None) -> int:
         if resolution is not None and resolution != self.img_size:
             raise ValueError(f"resolution must equal img_size={self.img_size}, got {resolution}")
         h, w = self.grid
         total = self.patch_embed.macs(self.img_size, self.img_size)
-        total += sum(int(block.macs(h, w, num_prefix=self.num_prefix)) for block in self.blocks)
+        total += sum(module_macs(block, h, w, num_prefix=self.num_prefix) for block in self.blocks)
         return total + self.head_macs()

@@ -1,0 +1,83 @@
+"""``python -m minilg info``: every registered model, our params and MACs beside the papers'."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import torch
+
+from minilg.complexity import model_macs
+from minilg.models.backbone import ModelBase
+from minilg.reference import PaperRow, paper_row
+from minilg.registry import create_model, list_models, model_entry
+
+
+@dataclass(frozen=True)
+class ModelFigures:
+    name: str
+    family: str
+    resolution: int
+    params: int
+    macs: int
+    paper: PaperRow | None
+
+
+def model_figures(name: str) -> ModelFigures:
+    """Params and closed-form MACs of a registered model (built on the meta device: no memory)."""
+    entry = model_entry(name)
+    with torch.device("meta"):
+        model = create_model(name)
+    resolution = model.img_size if isinstance(model, ModelBase) else 224
+    params = sum(p.numel() for p in model.parameters())
+    paper = paper_row(entry.paper) if entry.paper else None
+    macs = model_macs(model, resolution)
+    return ModelFigures(name, entry.family, resolution, params, macs, paper)
+
+
+def _relative(ours: float, theirs: float | None) -> str:
+    return f"{100 * (ours - theirs) / theirs:+.1f}%" if theirs else "-"
+
+
+def _value(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def info_table(names: list[str]) -> str:
+    """A markdown table: ours vs published, one row per model."""
+    header = (
+        "| model | res | params (M) | GMACs | paper params (M) | paper GMACs | d params | "
+        "d MACs | paper top-1 | source |"
+    )
+    lines = [header, "|" + "---|" * 10]
+    for name in names:
+        fig = model_figures(name)
+        paper = fig.paper
+        params_m, gmacs = fig.params / 1e6, fig.macs / 1e9
+        gmacs_text = f"{gmacs:.3f}" if gmacs >= 0.1 else f"{gmacs:.4f}"
+        lines.append(
+            f"| {name} | {fig.resolution} | {params_m:.2f} | {gmacs_text} | "
+            f"{_value(paper.params_m if paper else None)} | "
+            f"{_value(paper.gmacs if paper else None)} | "
+            f"{_relative(params_m, paper.params_m if paper else None)} | "
+            f"{_relative(gmacs, paper.gmacs if paper else None)} | "
+            f"{_value(paper.top1 if paper else None)} | {paper.source if paper else 'minilg'} |"
+        )
+    return "\n".join(lines)
+
+
+def cli_info(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m minilg info",
+        description="Parameters and exact MACs (multiply-accumulates; the papers' 'FLOPs') of "
+        "every registered model, beside the published figures.",
+    )
+    parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter on names")
+    args = parser.parse_args(argv)
+    names = list_models(args.pattern)
+    if not names:
+        parser.error(f"no registered model matches {args.pattern!r}; available: {list_models()}")
+    print("MACs = multiply-accumulates of matmuls and convolutions (norms, softmax not counted),")
+    print("for one image at the model's resolution; 'd' = ours relative to published.\n")
+    print(info_table(names))
+    return 0

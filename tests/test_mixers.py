@@ -1,0 +1,185 @@
+"""Baseline mixers: MSA, W-MSA / SW-MSA, SRA. Exact MAC equality and behaviour at the limits."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import Tensor
+
+from minilg.attention import FullAttention, SpatialReductionAttention, WindowAttention
+from minilg.attention.base import TokenMixer
+from minilg.complexity import count_macs, msa_macs, sra_macs, window_msa_macs
+
+SIZES = [(14, 14), (57, 61), (7, 7), (5, 9), (1, 1), (3, 20)]
+CONFIGS = [(32, 4, 7), (24, 3, 4), (16, 2, (3, 5))]
+
+
+def measured(mixer: TokenMixer, height: int, width: int) -> int:
+    return count_macs(mixer, torch.randn(1, height, width, mixer.dim))
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("shifted", [False, True])
+def test_window_attention_macs_are_exact(
+    size: tuple[int, int], config: tuple[int, int, int | tuple[int, int]], shifted: bool
+) -> None:
+    dim, heads, window = config
+    pair = (window, window) if isinstance(window, int) else window
+    shift = (pair[0] // 2, pair[1] // 2) if shifted else 0
+    mixer = WindowAttention(dim, heads, window, shift=shift)
+    assert mixer.macs(*size) == measured(mixer, *size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("dim,heads", [(32, 4), (24, 3)])
+def test_full_attention_macs_are_exact(size: tuple[int, int], dim: int, heads: int) -> None:
+    mixer = FullAttention(dim, heads)
+    assert mixer.macs(*size) == measured(mixer, *size) == msa_macs(size[0] * size[1], dim)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("reduction", [1, 2, 4, 8])
+def test_sra_macs_are_exact(size: tuple[int, int], reduction: int) -> None:
+    mixer = SpatialReductionAttention(32, 4, reduction)
+    assert mixer.macs(*size) == measured(mixer, *size)
+
+
+def test_closed_forms_equal_the_papers_formulas_on_divisible_maps() -> None:
+    n, c, m = 56 * 56, 96, 7
+    assert msa_macs(n, c) == 4 * n * c**2 + 2 * n**2 * c  # GG Eq. 4
+    assert window_msa_macs(56, 56, c, (m, m)) == 4 * n * c**2 + 2 * m**2 * n * c  # GG Eq. 12
+    r = 8  # PVT SRA as in the counting notes: q, SR conv, k/v, out, attention
+    expected = n * c**2 + n * c**2 + 2 * (n // r**2) * c**2 + n * c**2 + 2 * n**2 * c // r**2
+    assert sra_macs(56, 56, c, r) == expected
+
+
+def copy_qkv(source: WindowAttention, target: FullAttention) -> None:
+    target.attn.load_state_dict(source.attn.state_dict())
+
+
+@pytest.mark.parametrize("size", [(7, 7), (5, 6)])
+def test_window_as_large_as_the_map_equals_full_msa(size: tuple[int, int]) -> None:
+    window = WindowAttention(32, 4, window=7)
+    assert window.position_bias is not None
+    torch.nn.init.zeros_(window.position_bias.bias_table)
+    full = FullAttention(32, 4)
+    copy_qkv(window, full)
+    x = torch.randn(2, *size, 32)
+    torch.testing.assert_close(window(x), full(x))
+
+
+def test_padding_never_changes_real_tokens() -> None:
+    """A 9x10 map with 4x4 windows: each (partial) window equals MSA on its real tokens alone."""
+    window = WindowAttention(16, 2, window=4)
+    assert window.position_bias is not None
+    torch.nn.init.zeros_(window.position_bias.bias_table)
+    full = FullAttention(16, 2)
+    copy_qkv(window, full)
+    x = torch.randn(1, 9, 10, 16)
+    out = window(x)
+    for top, left in itertools.product(range(0, 9, 4), range(0, 10, 4)):
+        crop = x[:, top : top + 4, left : left + 4]
+        torch.testing.assert_close(out[:, top : top + 4, left : left + 4], full(crop))
+
+
+def reachable(
+    size: tuple[int, int], window: int, shift: int, source: tuple[int, int]
+) -> set[tuple[int, int]]:
+    """Tokens whose SW-MSA output can depend on ``source``, derived from first principles.
+
+    After the cyclic roll by ``-shift`` on the padded map, two tokens interact only if they fall
+    in the same window *and* the roll did not wrap between them (their offset is unchanged).
+    """
+    hp, wp = (-(-n // window) * window for n in size)
+    rolled = {
+        (i, j): ((i - shift) % hp, (j - shift) % wp)
+        for i in range(size[0])
+        for j in range(size[1])
+    }
+    si, sj = rolled[source]
+    return {
+        (i, j)
+        for (i, j), (ri, rj) in rolled.items()
+        if ri // window == si // window
+        and rj // window == sj // window
+        and ri - si == i - source[0]
+        and rj - sj == j - source[1]
+    }
+
+
+def changed_outputs(mixer: TokenMixer, x: Tensor, source: tuple[int, int]) -> set[tuple[int, int]]:
+    perturbed = x.clone()
+    perturbed[0, source[0], source[1]] += 10.0
+    diff = (mixer(perturbed) - mixer(x)).abs().amax(dim=-1)[0]
+    return {(int(i), int(j)) for i, j in (diff > 1e-6).nonzero().tolist()}
+
+
+@pytest.mark.parametrize("size", [(8, 8), (10, 9)])
+def test_shifted_windows_never_attend_across_region_boundaries(size: tuple[int, int]) -> None:
+    mixer = WindowAttention(8, 2, window=4, shift=2).eval()
+    x = torch.randn(1, *size, 8)
+    with torch.no_grad():
+        for source in itertools.product(range(size[0]), range(size[1])):
+            assert changed_outputs(mixer, x, source) == reachable(size, 4, 2, source), source
+
+
+def test_unshifted_windows_stay_inside_their_window() -> None:
+    mixer = WindowAttention(8, 2, window=4).eval()
+    x = torch.randn(1, 8, 8, 8)
+    with torch.no_grad():
+        changed = changed_outputs(mixer, x, (5, 2))
+    assert changed == {(i, j) for i in range(4, 8) for j in range(0, 4)}
+
+
+def test_sra_sees_the_whole_map() -> None:
+    mixer = SpatialReductionAttention(8, 2, reduction=4).eval()
+    x = torch.randn(1, 9, 9, 8)
+    with torch.no_grad():
+        assert len(changed_outputs(mixer, x, (8, 8))) == 81
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: WindowAttention(30, 4),
+        lambda: WindowAttention(32, 4, window=0),
+        lambda: WindowAttention(32, 4, window=4, shift=4),
+        lambda: FullAttention(32, 0),
+        lambda: SpatialReductionAttention(32, 4, reduction=0),
+    ],
+)
+def test_invalid_configurations_raise_value_error(build: object) -> None:
+    with pytest.raises(ValueError):
+        build()  # type: ignore[operator]
+
+
+def test_value_error_names_the_argument_and_allowed_values() -> None:
+    with pytest.raises(ValueError, match=r"dim=30 is not divisible by heads=4.*allowed values"):
+        FullAttention(30, 4)
+
+
+@pytest.mark.parametrize(
+    "mixer", [FullAttention(8, 2), WindowAttention(8, 2, 4, 2), SpatialReductionAttention(8, 2, 2)]
+)
+def test_wrong_input_rank_or_channels_raise(mixer: TokenMixer) -> None:
+    with pytest.raises(ValueError, match="4 dims"):
+        mixer(torch.randn(2, 16, 8))
+    with pytest.raises(ValueError, match="C=8"):
+        mixer(torch.randn(2, 4, 4, 6))
+
+
+@pytest.mark.parametrize(
+    "mixer", [FullAttention(8, 2), WindowAttention(8, 2, 4, 2), SpatialReductionAttention(8, 2, 2)]
+)
+@pytest.mark.parametrize("size", [(1, 1), (1, 7), (6, 5)])
+def test_any_size_maps_to_the_same_shape_without_nan(
+    mixer: TokenMixer, size: tuple[int, int]
+) -> None:
+    x = torch.randn(2, *size, 8, requires_grad=True)
+    y = mixer(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
