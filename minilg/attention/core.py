@@ -56,6 +56,8 @@ def attention(
         ``(B, G, heads, Tq, d)``. A query whose keys are *all* masked gets a zero output rather
         than NaN (it attends to nothing, so it receives nothing).
     """
+    batch, groups, heads, tokens_q, _ = q.shape
+    tokens_k = k.shape[-2]
     mask: Tensor | None = bias.to(q.dtype) if bias is not None else None
     if allowed is not None:
         # A large finite negative instead of -inf keeps fully-masked rows finite (uniform weights);
@@ -63,7 +65,14 @@ def attention(
         block = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
         block = block.masked_fill(~allowed, torch.finfo(q.dtype).min)
         mask = block if mask is None else mask + block
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if mask is not None and mask.ndim > 3:
+        # Masks that differ per group or sample: spell out (B, G) so they flatten like q, k, v.
+        mask = mask.expand(batch, groups, mask.shape[-3], tokens_q, tokens_k)
+        mask = rearrange(mask, "b g heads tq tk -> (b g) heads tq tk")
+    # SDPA's fused CPU kernels take 4-D (batch, heads, tokens, dim): fold groups into the batch.
+    q4, k4, v4 = (rearrange(t, "b g heads t d -> (b g) heads t d") for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask)
+    out = rearrange(out, "(b g) heads t d -> b g heads t d", b=batch)
     if allowed is not None:
         has_key = allowed.any(dim=-1, keepdim=True)
         out = out * has_key.to(out.dtype)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment in .venv and install minilg into it.
+#
+#   bash scripts/setup.sh            # CPU build of PyTorch 2.13.0 (default)
+#   TORCH_SPEC="torch==2.5.1" bash scripts/setup.sh      # any other PyTorch you want
+#   TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124" bash scripts/setup.sh
+#   VENV=/path/to/env PYTHON=python3.12 bash scripts/setup.sh
+#
+# PyTorch is installed first and pinned, so that resolving minilg's own requirement (torch>=2.2)
+# never pulls a different, multi-GB build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-.venv}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+EXTRAS="${EXTRAS:-dev,notebooks}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "==> creating virtual environment $VENV with $("$PYTHON" --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+"${PIP[@]}" install -q --upgrade pip
+echo "==> installing $TORCH_SPEC"
+# shellcheck disable=SC2086  # TORCH_SPEC may carry pip options such as --index-url
+"${PIP[@]}" install -q $TORCH_SPEC
+echo "==> installing minilg (editable) with extras [$EXTRAS]"
+"${PIP[@]}" install -q -e ".[$EXTRAS]"
+"$VENV/bin/python" -c "import torch, minilg; print(f'minilg {minilg.__version__}, torch {torch.__version__}')"
