@@ -11,12 +11,13 @@ re-exported here:
 
 * ``msa_macs``: Omega(MSA) = 4NC^2 + 2N^2C (GG Eq. 4);
 * ``window_msa_macs``: Omega(W-MSA) = 4NC^2 + 2M^2NC (GG Eq. 12, Swin Eq. 2);
-* ``sra_macs``: PVT spatial-reduction attention.
+* ``sra_macs``: PVT spatial-reduction attention;
+* ``gg_msa_macs``: Omega(GG-MSA) = 4NC^2 + 2M^2NC + k^2NC (GG Eq. 14).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -24,16 +25,20 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from minilg.attention.full import msa_macs
+from minilg.attention.glance_gaze import gg_msa_macs
 from minilg.attention.spatial_reduction import sra_macs
 from minilg.attention.window import window_msa_macs
 
-__all__ = ["count_macs", "format_macs", "model_macs", "msa_macs", "sra_macs", "window_msa_macs"]
-
-
-class CountsItsMacs(Protocol):
-    """A model that reports its closed-form MACs for a square input resolution."""
-
-    def macs(self, resolution: int) -> int: ...
+__all__ = [
+    "count_macs",
+    "format_macs",
+    "gg_msa_macs",
+    "measured_model_macs",
+    "model_macs",
+    "msa_macs",
+    "sra_macs",
+    "window_msa_macs",
+]
 
 
 def count_macs(module: nn.Module, *inputs: Any, **kwargs: Any) -> int:

@@ -56,7 +56,7 @@ def attention(
         ``(B, G, heads, Tq, d)``. A query whose keys are *all* masked gets a zero output rather
         than NaN (it attends to nothing, so it receives nothing).
     """
-    batch, groups, heads, tokens_q, _ = q.shape
+    batch, groups, _, tokens_q, _ = q.shape
     tokens_k = k.shape[-2]
     mask: Tensor | None = bias.to(q.dtype) if bias is not None else None
     if allowed is not None:
