@@ -134,13 +134,6 @@ def test_unshifted_windows_stay_inside_their_window() -> None:
     assert changed == {(i, j) for i in range(4, 8) for j in range(0, 4)}
 
 
-def test_sra_sees_the_whole_map() -> None:
-    mixer = SpatialReductionAttention(8, 2, reduction=4).eval()
-    x = torch.randn(1, 9, 9, 8)
-    with torch.no_grad():
-        assert len(changed_outputs(mixer, x, (8, 8))) == 81
-
-
 @pytest.mark.parametrize(
     "build",
     [
@@ -183,3 +176,30 @@ def test_any_size_maps_to_the_same_shape_without_nan(
     assert y.shape == x.shape and torch.isfinite(y).all()
     y.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def pvt_reference_sra(mixer: SpatialReductionAttention, x: Tensor) -> Tensor:
+    """PVT's SRA written directly (conv k=R, stride R, no padding), for maps R divides."""
+    b, h, w, c = x.shape
+    heads, d = mixer.heads, c // mixer.heads
+    q = mixer.q(x.reshape(b, h * w, c)).reshape(b, h * w, heads, d).transpose(1, 2)
+    reduced = mixer.reduce(x.permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)
+    k, v = mixer.kv(mixer.norm(reduced)).reshape(b, -1, 2, heads, d).permute(2, 0, 3, 1, 4)
+    attn = (q @ k.transpose(-1, -2) / d**0.5).softmax(-1)
+    out = (attn @ v).transpose(1, 2).reshape(b, h * w, c)
+    return mixer.proj(out).reshape(b, h, w, c)
+
+
+def test_sra_equals_pvt_on_divisible_maps() -> None:
+    mixer = SpatialReductionAttention(16, 2, reduction=4).eval()
+    x = torch.randn(2, 8, 12, 16)
+    torch.testing.assert_close(mixer(x), pvt_reference_sra(mixer, x))
+
+
+def test_sra_keeps_border_tokens_that_pvt_floor_division_would_drop() -> None:
+    """On a 9x9 map with R=4, PVT's unpadded conv sees only rows/cols 0-7; minilg zero-pads to
+    12x12 so the last row and column still feed a key (nothing is silently lost)."""
+    mixer = SpatialReductionAttention(8, 2, reduction=4).eval()
+    x = torch.randn(1, 9, 9, 8)
+    with torch.no_grad():
+        assert changed_outputs(mixer, x, (8, 8)) == {(i, j) for i in range(9) for j in range(9)}
