@@ -1,0 +1,233 @@
+"""Core types of :mod:`minilg.data`: the in-memory dataset, the error, and the on-disk cache.
+
+A prepared split is three files in the cache directory, sharing one stem::
+
+    <stem>.images.npy   uint8 (N, H, W, 3), RGB, H == W == resolution
+    <stem>.labels.npy   int64 (N,)
+    <stem>.json         classes, wnids, per-class counts, skipped files, source
+
+The JSON is written last (atomically), so a half-written cache is never mistaken for a
+complete one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from tqdm.auto import tqdm
+
+__all__ = [
+    "CACHE_FORMAT",
+    "DatasetUnavailableError",
+    "ImageArrayDataset",
+    "SkippedImagesWarning",
+    "default_cache_dir",
+    "load_cache",
+    "progress",
+    "progress_enabled",
+    "save_cache",
+]
+
+CACHE_FORMAT: Final[int] = 1
+_T = TypeVar("_T")
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A dataset could not be loaded: offline, gated, missing, or unreadable.
+
+    The message says what was tried, why each attempt failed (with the original exception
+    text) and what to do about it.
+
+    Attributes:
+        name: the subset name passed to :func:`minilg.data.load_subset`.
+        reason: one of ``"offline"``, ``"gated"``, ``"missing"``, ``"script"``, ``"error"``.
+        attempts: ``(what was tried, why it failed)`` pairs, in order.
+    """
+
+    def __init__(
+        self, message: str, *, name: str, reason: str, attempts: list[tuple[str, str]]
+    ) -> None:
+        super().__init__(message)
+        self.name = name
+        self.reason = reason
+        self.attempts = attempts
+
+
+class SkippedImagesWarning(UserWarning):
+    """Some image files could not be decoded and were left out of a prepared split."""
+
+
+@dataclass
+class ImageArrayDataset:
+    """A whole image-classification split held as one uint8 tensor.
+
+    Attributes:
+        images: uint8 (N, H, W, 3), contiguous, RGB, H == W == ``resolution``.
+        labels: int64 (N,), values in ``[0, num_classes)``.
+        classes: human-readable class names; ``classes[label]``.
+        wnids: WordNet ids (or fake ``s0000001``-style ids), sorted; ``wnids[label]``.
+        name: subset name (``"imagenette"``, ``"synthetic"``, ...).
+        split: ``"train"`` or ``"val"``.
+        resolution: side of the square images in pixels.
+        skipped: number of unreadable files left out during preparation.
+        from_cache: True if this object was read from a prepared cache rather than built now.
+        cache_path: the ``.json`` file of the cache this split lives in (None if not cached).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    wnids: list[str]
+    name: str
+    split: str
+    resolution: int
+    skipped: int = 0
+    from_cache: bool = False
+    cache_path: Path | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (``len(classes)``)."""
+        return len(self.classes)
+
+    def to(self, device: torch.device | str) -> ImageArrayDataset:
+        """A copy with ``images`` and ``labels`` on ``device`` (still uint8 / int64)."""
+        return dataclasses.replace(
+            self, images=self.images.to(device), labels=self.labels.to(device)
+        )
+
+    def class_counts(self) -> list[int]:
+        """Number of images per class, index = label."""
+        counts = torch.bincount(self.labels.cpu(), minlength=self.num_classes)
+        return [int(c) for c in counts]
+
+    def channel_stats(
+        self, max_images: int = 10_000
+    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel (mean, std) on the [0, 1] scale over up to ``max_images`` images.
+
+        Use them as ``BatchAugment(mean=..., std=...)`` for per-dataset normalisation.
+        """
+        n = len(self)
+        step = max(1, n // max_images)
+        x = self.images[::step].cpu().to(torch.float64) / 255.0  # (n', H, W, 3)
+        mean = x.mean(dim=(0, 1, 2))
+        std = x.std(dim=(0, 1, 2))
+        return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageArrayDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+            f"resolution={self.resolution}, num_classes={self.num_classes}, "
+            f"skipped={self.skipped}, device={self.images.device.type!r})"
+        )
+
+
+def default_cache_dir() -> Path:
+    """``$MINILG_CACHE`` if set, else ``~/.cache/minilg``."""
+    env = os.environ.get("MINILG_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "minilg"
+
+
+def progress_enabled() -> bool:
+    """Progress bars show only on an interactive stderr, and never with ``CI`` or
+    ``MINILG_QUIET=1`` in the environment."""
+    if os.environ.get("MINILG_QUIET", "") not in ("", "0"):
+        return False
+    if os.environ.get("CI", "") not in ("", "0", "false", "False"):
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def progress(iterable: Iterable[_T], *, total: int | None = None, desc: str = "") -> Iterator[_T]:
+    """``tqdm`` around ``iterable``, disabled as described in :func:`progress_enabled`."""
+    yield from tqdm(
+        iterable, total=total, desc=desc, unit="img", disable=not progress_enabled(), leave=False
+    )
+
+
+def _paths(stem: Path) -> tuple[Path, Path, Path]:
+    return (
+        stem.with_name(stem.name + ".images.npy"),
+        stem.with_name(stem.name + ".labels.npy"),
+        stem.with_name(stem.name + ".json"),
+    )
+
+
+def save_cache(
+    stem: Path,
+    images: npt.NDArray[np.uint8],
+    labels: npt.NDArray[np.int64],
+    meta: dict[str, Any],
+) -> Path:
+    """Write a prepared split next to ``stem``; returns the JSON path.
+
+    ``images`` may be a memmap already sitting at the images path (then it is just flushed).
+    """
+    img_path, lab_path, json_path = _paths(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    if not (isinstance(images, np.memmap) and Path(str(images.filename)) == img_path):
+        tmp = img_path.with_name(img_path.name + ".tmp.npy")
+        np.save(tmp, np.ascontiguousarray(images))
+        os.replace(tmp, img_path)
+    elif isinstance(images, np.memmap):
+        images.flush()
+    tmp = lab_path.with_name(lab_path.name + ".tmp.npy")
+    np.save(tmp, labels.astype(np.int64))
+    os.replace(tmp, lab_path)
+    full = {"format": CACHE_FORMAT, **meta}
+    tmp_json = json_path.with_name(json_path.name + ".tmp")
+    tmp_json.write_text(json.dumps(full, indent=1))
+    os.replace(tmp_json, json_path)
+    return json_path
+
+
+def images_path(stem: Path) -> Path:
+    """Where :func:`save_cache` puts the images array for ``stem``."""
+    return _paths(stem)[0]
+
+
+def load_cache(stem: Path, *, mmap: bool = False) -> ImageArrayDataset | None:
+    """Read a prepared split, or return None if there is no complete cache at ``stem``.
+
+    With ``mmap=True`` the images stay on disk (copy-on-write memory map) until touched.
+    """
+    img_path, lab_path, json_path = _paths(stem)
+    if not (json_path.is_file() and img_path.is_file() and lab_path.is_file()):
+        return None
+    try:
+        meta = json.loads(json_path.read_text())
+        if meta.get("format") != CACHE_FORMAT:
+            return None
+        images = np.load(img_path, mmap_mode="c" if mmap else None)
+        labels = np.load(lab_path)
+    except (OSError, ValueError):
+        return None
+    return ImageArrayDataset(
+        images=torch.from_numpy(images),
+        labels=torch.from_numpy(labels.astype(np.int64)),
+        classes=list(meta["classes"]),
+        wnids=list(meta["wnids"]),
+        name=str(meta["name"]),
+        split=str(meta["split"]),
+        resolution=int(meta["resolution"]),
+        skipped=int(meta.get("skipped", 0)),
+        from_cache=True,
+        cache_path=json_path,
+    )
