@@ -61,7 +61,8 @@ def info_table(names: list[str]) -> str:
             f"{_value(paper.gmacs if paper else None)} | "
             f"{_relative(params_m, paper.params_m if paper else None)} | "
             f"{_relative(gmacs, paper.gmacs if paper else None)} | "
-            f"{_value(paper.top1 if paper else None)} | {paper.source if paper else 'minilg'} |"
+            f"{'-' if paper is None or paper.top1 is None else f'{paper.top1:.1f}'} | "
+            f"{paper.source if paper else 'minilg'} |"
         )
     return "\n".join(lines)
 

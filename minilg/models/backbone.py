@@ -295,3 +295,59 @@ class IsotropicBackbone(ModelBase):
         total = self.patch_embed.macs(self.img_size, self.img_size)
         total += sum(module_macs(block, h, w, num_prefix=self.num_prefix) for block in self.blocks)
         return total + self.head_macs()
+
+
+@dataclass(frozen=True)
+class HierarchicalConfig:
+    """Fields every four-stage model shares; a family's config adds its mechanism's fields.
+
+    The mini defaults of each family live beside it; these defaults are Swin-T's frame.
+    """
+
+    dims: tuple[int, ...] = (96, 192, 384, 768)
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    heads: tuple[int, ...] = (3, 6, 12, 24)
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.2
+    num_classes: int = 1000
+    img_size: int = 224
+    in_chans: int = 3
+    patch_size: int = 4
+
+
+def build_hierarchical(config: HierarchicalConfig, mixer: MixerFactory) -> HierarchicalBackbone:
+    """The Swin-style pyramid (patch-embedding stem, PatchMerging) with ``mixer`` in every block."""
+    return HierarchicalBackbone(
+        dims=config.dims, depths=config.depths, heads=config.heads, mixer=mixer,
+        num_classes=config.num_classes, img_size=config.img_size, in_chans=config.in_chans,
+        mlp_ratio=config.mlp_ratio, drop_path_rate=config.drop_path_rate,
+        stem=PatchEmbed(config.in_chans, config.dims[0], config.patch_size),
+        stem_stride=config.patch_size,
+    )
+
+
+@dataclass(frozen=True)
+class IsotropicConfig:
+    """Fields every DeiT-style model shares (defaults: DeiT-T)."""
+
+    dim: int = 192
+    depth: int = 12
+    heads: int = 3
+    patch_size: int = 16
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.1
+    num_classes: int = 1000
+    img_size: int = 224
+    in_chans: int = 3
+
+
+def build_isotropic(
+    config: IsotropicConfig, mixer: MixerFactory, class_token: bool = True
+) -> IsotropicBackbone:
+    """DeiT's frame with ``mixer`` in every block."""
+    return IsotropicBackbone(
+        dim=config.dim, depth=config.depth, heads=config.heads, mixer=mixer,
+        num_classes=config.num_classes, img_size=config.img_size,
+        patch_size=config.patch_size, in_chans=config.in_chans, mlp_ratio=config.mlp_ratio,
+        drop_path_rate=config.drop_path_rate, class_token=class_token,
+    )

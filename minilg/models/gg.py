@@ -37,8 +37,16 @@ from minilg.attention.glance_gaze import (
     check_partition,
 )
 from minilg.attention.window import WindowAttention
-from minilg.layers import PatchEmbed
-from minilg.models.backbone import BlockSpec, HierarchicalBackbone, IsotropicBackbone
+from minilg.models.backbone import (
+    BlockSpec,
+    HierarchicalBackbone,
+    HierarchicalConfig,
+    IsotropicBackbone,
+    IsotropicConfig,
+    build_hierarchical,
+    build_isotropic,
+)
+from minilg.models.swin import MINI_FRAME
 from minilg.registry import register_model, with_overrides
 
 ModelBranches = Literal["glance+gaze", "glance", "gaze", "glance+window", "window"]
@@ -47,21 +55,12 @@ GazeKernel = int | tuple[int, ...] | Literal["adaptive"]
 
 
 @dataclass(frozen=True)
-class GGConfig:
-    dims: tuple[int, ...] = (96, 192, 384, 768)
-    depths: tuple[int, ...] = (2, 2, 6, 2)
-    heads: tuple[int, ...] = (3, 6, 12, 24)
+class GGConfig(HierarchicalConfig):
     partition: int = 7
     gaze_kernel: GazeKernel = "adaptive"
     branches: ModelBranches = "glance+gaze"
     msa_stages: tuple[int, ...] = ()
     position_bias: bool = True
-    mlp_ratio: float = 4.0
-    drop_path_rate: float = 0.2
-    num_classes: int = 1000
-    img_size: int = 224
-    in_chans: int = 3
-    patch_size: int = 4
 
 
 def gaze_kernel_for(
@@ -124,30 +123,15 @@ def build_gg(config: GGConfig) -> HierarchicalBackbone:
             position_bias=config.position_bias,
         )
 
-    return HierarchicalBackbone(
-        dims=config.dims, depths=config.depths, heads=config.heads, mixer=mixer,
-        num_classes=config.num_classes, img_size=config.img_size, in_chans=config.in_chans,
-        mlp_ratio=config.mlp_ratio, drop_path_rate=config.drop_path_rate,
-        stem=PatchEmbed(config.in_chans, config.dims[0], config.patch_size),
-        stem_stride=config.patch_size,
-    )
+    return build_hierarchical(config, mixer)
 
 
 @dataclass(frozen=True)
-class GGDeiTConfig:
-    dim: int = 192
-    depth: int = 12
-    heads: int = 3
-    patch_size: int = 16
+class GGDeiTConfig(IsotropicConfig):
     partition: int = 7
     gaze_kernel: GazeKernel = "adaptive"
     branches: Literal["glance+gaze", "glance", "gaze"] = "glance+gaze"
     position_bias: bool = True
-    mlp_ratio: float = 4.0
-    drop_path_rate: float = 0.1
-    num_classes: int = 1000
-    img_size: int = 224
-    in_chans: int = 3
 
 
 def build_gg_deit(config: GGDeiTConfig) -> IsotropicBackbone:
@@ -161,12 +145,7 @@ def build_gg_deit(config: GGDeiTConfig) -> IsotropicBackbone:
             branches=config.branches, position_bias=config.position_bias,
         )
 
-    return IsotropicBackbone(
-        dim=config.dim, depth=config.depth, heads=config.heads, mixer=mixer,
-        num_classes=config.num_classes, img_size=config.img_size,
-        patch_size=config.patch_size, in_chans=config.in_chans, mlp_ratio=config.mlp_ratio,
-        drop_path_rate=config.drop_path_rate, class_token=False,
-    )
+    return build_isotropic(config, mixer, class_token=False)
 
 
 @register_model("gg_tiny", family="gg", paper="GG-T")
@@ -192,8 +171,7 @@ def gg_deit_small(**overrides: Any) -> IsotropicBackbone:
 
 # Same dims, depths, heads, patch and window as ``swin_mini`` (32 px, patch 2, M = 4): feature maps
 # 16, 8, 4, 2, adaptive gaze kernels 5, 3, 3, 3.
-MINI = GGConfig(dims=(32, 64, 128, 256), depths=(2, 2, 2, 2), heads=(1, 2, 4, 8), partition=4,
-                patch_size=2, img_size=32, num_classes=10, drop_path_rate=0.0)
+MINI = GGConfig(**vars(MINI_FRAME), partition=4)
 
 
 @register_model("gg_mini", family="gg", mini=True)

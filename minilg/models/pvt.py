@@ -12,23 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from minilg.attention.spatial_reduction import SpatialReductionAttention
-from minilg.layers import PatchEmbed
-from minilg.models.backbone import BlockSpec, HierarchicalBackbone
+from minilg.models.backbone import (
+    BlockSpec,
+    HierarchicalBackbone,
+    HierarchicalConfig,
+    build_hierarchical,
+)
+from minilg.models.swin import MINI_FRAME
 from minilg.registry import register_model, with_overrides
 
 
 @dataclass(frozen=True)
-class SRAConfig:
-    dims: tuple[int, ...] = (32, 64, 128, 256)
-    depths: tuple[int, ...] = (2, 2, 2, 2)
-    heads: tuple[int, ...] = (1, 2, 4, 8)
+class SRAConfig(HierarchicalConfig):
     reductions: tuple[int, ...] = (8, 4, 2, 1)
-    mlp_ratio: float = 4.0
-    drop_path_rate: float = 0.0
-    num_classes: int = 10
-    img_size: int = 32
-    in_chans: int = 3
-    patch_size: int = 2
 
 
 def build_sra(config: SRAConfig) -> HierarchicalBackbone:
@@ -40,16 +36,10 @@ def build_sra(config: SRAConfig) -> HierarchicalBackbone:
     def mixer(spec: BlockSpec) -> SpatialReductionAttention:
         return SpatialReductionAttention(spec.dim, spec.heads, config.reductions[spec.stage])
 
-    return HierarchicalBackbone(
-        dims=config.dims, depths=config.depths, heads=config.heads, mixer=mixer,
-        num_classes=config.num_classes, img_size=config.img_size, in_chans=config.in_chans,
-        mlp_ratio=config.mlp_ratio, drop_path_rate=config.drop_path_rate,
-        stem=PatchEmbed(config.in_chans, config.dims[0], config.patch_size),
-        stem_stride=config.patch_size,
-    )
+    return build_hierarchical(config, mixer)
 
 
 @register_model("sra_mini", family="pvt", mini=True)
 def sra_mini(**overrides: Any) -> HierarchicalBackbone:
     """CPU-trainable hierarchical model with PVT's SRA (R = 8, 4, 2, 1): global but coarse."""
-    return build_sra(with_overrides(SRAConfig(), overrides))
+    return build_sra(with_overrides(SRAConfig(**vars(MINI_FRAME)), overrides))

@@ -12,27 +12,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from minilg.attention.window import WindowAttention
-from minilg.models.backbone import BlockSpec, HierarchicalBackbone
+from minilg.models.backbone import (
+    BlockSpec,
+    HierarchicalBackbone,
+    HierarchicalConfig,
+    build_hierarchical,
+)
 from minilg.registry import register_model, with_overrides
 
 
 @dataclass(frozen=True)
-class SwinConfig:
-    dims: tuple[int, ...] = (96, 192, 384, 768)
-    depths: tuple[int, ...] = (2, 2, 6, 2)
-    heads: tuple[int, ...] = (3, 6, 12, 24)
+class SwinConfig(HierarchicalConfig):
     window: int = 7
     shift: bool = True
-    mlp_ratio: float = 4.0
-    drop_path_rate: float = 0.2
-    num_classes: int = 1000
-    img_size: int = 224
-    in_chans: int = 3
-    patch_size: int = 4
 
 
 def build_swin(config: SwinConfig) -> HierarchicalBackbone:
-    """Swin from a :class:`SwinConfig`."""
+    """Swin from a :class:`SwinConfig`: odd blocks shift by ``window // 2`` when ``shift``."""
     if config.window < 1:
         raise ValueError(f"window must be >= 1, got window={config.window}")
 
@@ -41,15 +37,7 @@ def build_swin(config: SwinConfig) -> HierarchicalBackbone:
         return WindowAttention(spec.dim, spec.heads, config.window,
                                shift=config.window // 2 if shifted else 0)
 
-    from minilg.layers import PatchEmbed
-
-    return HierarchicalBackbone(
-        dims=config.dims, depths=config.depths, heads=config.heads, mixer=mixer,
-        num_classes=config.num_classes, img_size=config.img_size, in_chans=config.in_chans,
-        mlp_ratio=config.mlp_ratio, drop_path_rate=config.drop_path_rate,
-        stem=PatchEmbed(config.in_chans, config.dims[0], config.patch_size),
-        stem_stride=config.patch_size,
-    )
+    return build_hierarchical(config, mixer)
 
 
 @register_model("swin_tiny", family="swin", paper="Swin-T")
@@ -63,17 +51,19 @@ def swin_small(**overrides: Any) -> HierarchicalBackbone:
     return build_swin(with_overrides(config, overrides))
 
 
-MINI = dict(dims=(32, 64, 128, 256), depths=(2, 2, 2, 2), heads=(1, 2, 4, 8), window=4,
-            patch_size=2, img_size=32, num_classes=10, drop_path_rate=0.0)
+# CPU-trainable frame shared by every family's ``*_mini`` (32 px, patch 2: maps 16, 8, 4, 2).
+MINI_FRAME = HierarchicalConfig(dims=(32, 64, 128, 256), depths=(2, 2, 2, 2), heads=(1, 2, 4, 8),
+                                patch_size=2, img_size=32, num_classes=10, drop_path_rate=0.0)
+MINI = SwinConfig(**vars(MINI_FRAME), window=4)
 
 
 @register_model("swin_mini", family="swin", mini=True)
 def swin_mini(**overrides: Any) -> HierarchicalBackbone:
     """CPU-trainable Swin (32 px, patch 2, window 4): W-MSA + SW-MSA."""
-    return build_swin(with_overrides(SwinConfig(**MINI), overrides))  # type: ignore[arg-type]
+    return build_swin(with_overrides(MINI, overrides))
 
 
 @register_model("window_mini", family="swin", mini=True)
 def window_mini(**overrides: Any) -> HierarchicalBackbone:
     """``swin_mini`` without shifted windows: tokens only mix inside fixed windows (local only)."""
-    return build_swin(with_overrides(SwinConfig(**MINI, shift=False), overrides))  # type: ignore[arg-type]
+    return build_swin(with_overrides(MINI, {"shift": False, **overrides}))
