@@ -414,3 +414,16 @@ def test_cutmix_pastes_a_box_with_area_weight() -> None:
     assert mt[0, 3] == pytest.approx(float(from_other.float().mean()))
     assert torch.equal(mixed[0][:, ~from_other], x[0][:, ~from_other])
     assert torch.allclose(mt.sum(1), torch.ones(b))
+
+
+def test_synthetic_cache_from_another_generator_version_is_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache written by an older generator (another SYNTHETIC_VERSION) must be regenerated."""
+    import minilg.data.subsets as subsets
+
+    monkeypatch.setattr(subsets, "SYNTHETIC_VERSION", 1)
+    old = load_subset("synthetic", "val", cache_dir=tmp_path, max_per_class=2)
+    monkeypatch.setattr(subsets, "SYNTHETIC_VERSION", 2)
+    new = load_subset("synthetic", "val", cache_dir=tmp_path, max_per_class=2)
+    assert not new.from_cache and old.cache_path != new.cache_path

@@ -41,6 +41,7 @@ from minilg.data.prepare import ImageSource, find_split_dir, folder_items, prepa
 from minilg.data.synthetic import (
     SYNTHETIC_CLASSES,
     SYNTHETIC_SIZES,
+    SYNTHETIC_VERSION,
     SYNTHETIC_WNIDS,
     generate_synthetic,
     split_seed,
@@ -331,7 +332,9 @@ def _load_synthetic(
     n = SYNTHETIC_SIZES[split]
     if max_per_class is not None:
         n = min(n, max_per_class * num_classes)
-    folder = cache_dir / "synthetic" / f"folder-{resolution}px-seed{seed}-n{n}"
+    folder = (
+        cache_dir / "synthetic" / f"folder-v{SYNTHETIC_VERSION}-{resolution}px-seed{seed}-n{n}"
+    )
     marker = folder / f".complete-{split}"
     if not marker.is_file():
         images, labels = generate_synthetic(n, resolution, split_seed(seed, split))

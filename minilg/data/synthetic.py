@@ -72,6 +72,7 @@ from einops import rearrange
 __all__ = [
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_SIZES",
+    "SYNTHETIC_VERSION",
     "SYNTHETIC_WNIDS",
     "generate_synthetic",
     "split_seed",
@@ -86,6 +87,9 @@ SYNTHETIC_WNIDS: Final[tuple[str, ...]] = tuple(
     f"s{i + 1:07d}" for i in range(len(SYNTHETIC_CLASSES))
 )
 SYNTHETIC_SIZES: Final[dict[str, int]] = {"train": 5000, "val": 1000}
+# Bump whenever the generator's output changes: it is part of the cache folder's name, so a
+# cache written by an older generator is never mistaken for the current data set.
+SYNTHETIC_VERSION: Final[int] = 2
 
 # 3x3 glyph masks, three ink cells each. Index 5 is the mirror image of index 2: "diagonal"
 # glyphs are drawn as either, so every shape family is invariant to a horizontal flip.

@@ -1,0 +1,224 @@
+"""``python -m minilg compare``: train several models under one budget and tabulate them.
+
+Every model gets the same :class:`~minilg.train.TrainConfig` (data, epochs, batch, schedule,
+augmentation, seed); only ``model`` changes. The table reports parameters, MACs per image
+(multiply-accumulates of matmuls and convolutions, :func:`minilg.complexity.model_macs`),
+measured training throughput and validation top-1; the plot shows top-1 against MACs and the
+validation curves.
+
+The defaults (embedded synthetic data at 32 px, the registered ``*_mini`` models, 5 epochs on a
+2,000-image training subset, 500 validation images) are sized to finish in under ten minutes on
+two CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+
+import minilg
+from minilg.complexity import model_macs
+from minilg.data import DatasetUnavailableError
+from minilg.train import TrainConfig, _add_config_args, _config_from_args, train
+from minilg.training.checkpoint import (
+    CONFIG_FILE,
+    STATE_FILE,
+    WEIGHTS_FILE,
+    atomic_write_bytes,
+    atomic_write_text,
+    write_json,
+)
+from minilg.training.distributed import resolve_device
+
+DEFAULT_MODELS = ("deit_mini", "window_mini", "sra_mini", "swin_mini", "gg_mini")
+
+# A budget that keeps the default comparison under ~10 minutes on 2 CPU cores.
+COMPARE_DEFAULTS: dict[str, Any] = {
+    "epochs": 5,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "warmup_epochs": 1.0,
+    "max_train_samples": 2000,
+    "max_eval_samples": 500,
+    "drop_path": 0.0,
+}
+
+COLUMNS = ("model", "params_M", "MMACs", "train_img_per_s", "top1", "best_top1", "train_min")
+
+
+def compare(
+    models: Sequence[str], base: TrainConfig, out: str | Path | None = None
+) -> list[dict[str, Any]]:
+    """Train each registered name in ``models`` with ``base`` (``out/NAME`` per model).
+
+    Names that are not registered are skipped with a note. A previous comparison's files in
+    ``out/NAME`` are replaced, unless ``base.resume`` (then finished runs are only reloaded and
+    stopped ones continue). Returns one row per trained model: the :data:`COLUMNS` plus
+    ``num_classes`` and ``history`` (the run's per-epoch metrics).
+    """
+    rows: list[dict[str, Any]] = []
+    known = set(minilg.list_models())
+    for name in models:
+        if name not in known:
+            print(f"note: skipping {name!r}: not a registered model", flush=True)
+            continue
+        cfg = dataclasses.replace(base, model=name, out=str(Path(out) / name) if out else None)
+        if cfg.out and not cfg.resume:
+            _clear_run(Path(cfg.out))  # a new comparison replaces the previous one
+        t0 = time.perf_counter()
+        result = train(cfg)
+        minutes = (time.perf_counter() - t0) / 60
+        hist = result.history
+        speeds = [r["train_images_per_s"] for r in hist[1:]] or [hist[0]["train_images_per_s"]]
+        val = [r["val_top1"] for r in hist if r["val_top1"] is not None]
+        rows.append(
+            {
+                "model": name,
+                "params_M": sum(p.numel() for p in result.model.parameters()) / 1e6,
+                "MMACs": model_macs(result.model, cfg.resolution) / 1e6,
+                "train_img_per_s": statistics.median(speeds),
+                "top1": val[-1] if val else float("nan"),
+                "best_top1": max(val) if val else float("nan"),
+                "train_min": minutes,
+                "num_classes": result.info["num_classes"],
+                "history": hist,  # per-epoch metrics (not in the CSV / markdown table)
+            }
+        )
+    if out is not None and rows:
+        write_outputs(rows, base, Path(out))
+    return rows
+
+
+def _clear_run(run_dir: Path) -> None:
+    """Delete the files a previous run wrote in ``run_dir`` (only those; nothing else)."""
+    names = (WEIGHTS_FILE, STATE_FILE, CONFIG_FILE, "metrics.csv", "metrics.json", "curves.png")
+    for name in names:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The comparison as a markdown table (MACs = multiply-accumulates per image)."""
+    lines = [
+        "| model | params (M) | MACs (M) | train img/s | top-1 (%) | best top-1 (%) | minutes |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['params_M']:.2f} | {r['MMACs']:.1f} | "
+            f"{r['train_img_per_s']:.0f} | {r['top1']:.1f} | {r['best_top1']:.1f} | "
+            f"{r['train_min']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def compare_figure(
+    rows: Sequence[dict[str, Any]],
+    title: str = "",
+    chance: float | None = None,
+    fig: Figure | None = None,
+) -> Figure:
+    """Left: final top-1 against MACs per image. Right: validation top-1 per epoch.
+
+    ``chance`` (in %) draws a dashed line at the accuracy of guessing. Pass
+    ``fig=plt.figure(figsize=(11.5, 3.8))`` in a notebook.
+    """
+    fig = fig if fig is not None else Figure(figsize=(11.5, 3.8))
+    ax_macs, ax_curve = fig.subplots(1, 2)
+    if chance is not None:
+        for ax in (ax_macs, ax_curve):
+            ax.axhline(chance, ls="--", c="gray", lw=1, label="chance")
+    markers = "osD^vP*Xh<>"
+    for i, r in enumerate(rows):
+        color, marker = f"C{i % 10}", markers[i % len(markers)]
+        ax_macs.scatter(r["MMACs"], r["top1"], s=45, color=color, marker=marker,
+                        label=r["model"])
+        hist = [h for h in r.get("history", []) if h["val_top1"] is not None]
+        ax_curve.plot([h["epoch"] for h in hist], [h["val_top1"] for h in hist], "-",
+                      marker=marker, color=color, label=r["model"])
+    ax_macs.set(xlabel="MACs per image (M)", ylabel="val top-1 (%)", title="accuracy vs cost")
+    ax_curve.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation curves")
+    ax_curve.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    top = max([r["top1"] for r in rows] + [chance or 0.0])
+    for ax in (ax_macs, ax_curve):
+        # accuracies from 0, so that differences near chance are not magnified
+        ax.set_ylim(0, min(105.0, 1.3 * top + 1))
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def write_outputs(
+    rows: Sequence[dict[str, Any]],
+    base: TrainConfig,
+    out: Path,
+) -> None:
+    """``compare.csv``, ``compare.md``, ``compare.json`` and ``compare.png`` in ``out``."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "compare.csv", buf.getvalue())
+    note = (
+        f"{base.data} @ {base.resolution}px, {base.epochs} epochs, batch {base.batch_size}, "
+        f"seed {base.seed}. MACs: multiply-accumulates of matmuls and convolutions per image."
+    )
+    atomic_write_text(out / "compare.md", markdown_table(rows) + "\n\n" + note + "\n")
+    config = {k: v for k, v in base.to_dict().items() if k not in ("model", "out")}
+    write_json(out / "compare.json", {"config": config, "rows": list(rows)})
+    chance = 100.0 / rows[0]["num_classes"] if rows and rows[0].get("num_classes") else None
+    fig = compare_figure(rows, f"{base.data} @ {base.resolution}px", chance)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    atomic_write_bytes(out / "compare.png", png.getvalue())
+
+
+def cli_compare(argv: list[str]) -> int:
+    """``python -m minilg compare [--models a,b,c] [TrainConfig flags]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m minilg compare",
+        description="Train several models under an identical budget and compare them.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help=f"comma-separated model names (default: {','.join(DEFAULT_MODELS)})",
+    )
+    _add_config_args(parser, skip=("model", "stop_after"))
+    ns = parser.parse_args(argv)
+    base = dataclasses.replace(TrainConfig(out="runs/compare"), **COMPARE_DEFAULTS)
+    cfg = _config_from_args(ns, base)
+    out = cfg.out
+    t0 = time.perf_counter()
+    try:
+        rows = compare([m.strip() for m in ns.models.split(",") if m.strip()], cfg, out)
+    except DatasetUnavailableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not rows:
+        print("error: none of the requested models is registered", file=sys.stderr)
+        return 2
+    print()
+    print(markdown_table(rows))
+    print(f"\nMACs = multiply-accumulates per image at {cfg.resolution}px; img/s = measured "
+          f"training throughput ({resolve_device(cfg.device)}, {torch.get_num_threads()} threads). "
+          f"Total {(time.perf_counter() - t0) / 60:.1f} min.")
+    if out:
+        print(f"wrote {out}/compare.{{csv,md,json,png}}")
+    return 0
