@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
+    "list": "names of the registered models (optionally filtered: list '*mini*')",
     "info": "params and MACs of every registered model beside the papers' figures",
     "train": "train one model on an ImageNet subset or the embedded default",
     "eval": "evaluate a checkpoint",
@@ -22,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     command, rest = args[0], args[1:]
+    if command == "list":
+        from minilg.registry import list_models
+
+        print("\n".join(list_models(rest[0] if rest else "*")))
+        return 0
     if command == "info":
         from minilg.info import cli_info
 

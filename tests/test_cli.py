@@ -17,3 +17,9 @@ def test_info_prints_ours_beside_published(capsys: pytest.CaptureFixture[str]) -
 def test_unknown_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["trian"]) == 2
     assert "unknown command 'trian'" in capsys.readouterr().err
+
+
+def test_list_prints_registered_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "*mini*"]) == 0
+    names = capsys.readouterr().out.split()
+    assert "swin_mini" in names and "gg_mini" in names and "swin_tiny" not in names

@@ -135,7 +135,8 @@ def _decode_all(
 ) -> _Result:
     """Decode ``items`` (source, label, display name) into a memmap at ``out_path``."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_path.with_name(out_path.name + ".partial.npy")
+    # unique per process: two runs preparing the same cache at once must not share a temp file
+    tmp_path = out_path.with_name(f"{out_path.name}.{os.getpid()}.partial.npy")
     buf = np.lib.format.open_memmap(
         tmp_path, mode="w+", dtype=np.uint8, shape=(max(total, 1), resolution, resolution, 3)
     )

@@ -1,19 +1,22 @@
-"""The embedded default dataset: *two glyphs*, a seeded procedural image-classification task.
+"""The embedded default dataset: *two glyph columns*, a seeded procedural image-classification task.
 
 Every image is a smooth coloured random background (a low-frequency colour field plus fine
-pixel noise) carrying two tiny **glyphs**, one near the left edge and one near the right edge,
-so the two are always far apart (at 32 px: left glyph within x in [1, 8), right glyph within
-x in [24, 31), independent random heights). A glyph is a 3x3-cell pattern (one cell =
-``resolution // 32`` pixels) with exactly three "ink" cells, so all glyphs carry the same mass
-and only the fine arrangement of the cells tells them apart. Each glyph is drawn brighter or
-darker than the background (its *contrast*).
+pixel noise) carrying two columns of tiny **glyphs**, one column near the left edge and one near
+the right edge, so the two are always far apart (at 32 px: the left column starts at x = 0 or 2,
+the right one at x = 24 or 26, each at its own random vertical offset). A glyph is a 3x3-cell
+pattern (one cell = ``resolution // 16`` pixels, i.e. one 2x2 patch of the ``*_mini`` models at
+32 px; glyphs sit on the cell grid) with exactly three "ink" cells, so all glyphs carry the same
+mass and only the fine arrangement of the cells tells them apart. All glyphs of a column share
+one contrast: brighter or darker than the background. (Version 1 of this task drew a single
+glyph per side; transformers trained from scratch on a CPU budget could not find it, so each
+side now repeats its glyph down a column: the same fine detail, far more often.)
 
 The label has two factors:
 
 * ``shape`` (fine, local): both glyphs of an image have the same shape, one of
-  ``dash`` (-), ``bar`` (|), ``diagonal`` (/ or \\, drawn independently per glyph), ``vee`` (v)
+  ``dash`` (-), ``bar`` (|), ``diagonal`` (/ or \\, drawn independently per copy), ``vee`` (v)
   and ``hat`` (^);
-* ``contrast`` (long-range relation): whether the two glyphs have the *same* or *opposite*
+* ``contrast`` (long-range relation): whether the two columns have the *same* or *opposite*
   contrast, i.e. the XOR of two signs that sit on opposite sides of the image.
 
 That gives 10 classes, label ``2 * shape_index + contrast_index``:
@@ -89,7 +92,7 @@ SYNTHETIC_WNIDS: Final[tuple[str, ...]] = tuple(
 SYNTHETIC_SIZES: Final[dict[str, int]] = {"train": 5000, "val": 1000}
 # Bump whenever the generator's output changes: it is part of the cache folder's name, so a
 # cache written by an older generator is never mistaken for the current data set.
-SYNTHETIC_VERSION: Final[int] = 2
+SYNTHETIC_VERSION: Final[int] = 4
 
 # 3x3 glyph masks, three ink cells each. Index 5 is the mirror image of index 2: "diagonal"
 # glyphs are drawn as either, so every shape family is invariant to a horizontal flip.
@@ -104,9 +107,9 @@ _GLYPHS: Final[npt.NDArray[np.float32]] = np.array(
     ],
     dtype=np.float32,
 )
-_CONTRAST: Final[float] = 0.4  # glyph amplitude on a [0, 1] intensity scale
+_CONTRAST: Final[float] = 0.5  # glyph amplitude on a [0, 1] intensity scale
 _PIXEL_NOISE: Final[float] = 0.03  # std of the fine per-pixel noise
-_FIELD: Final[tuple[float, float]] = (0.35, 0.65)  # range of the background colour field
+_FIELD: Final[tuple[float, float]] = (0.4, 0.6)  # range of the background colour field
 
 
 def split_seed(seed: int, split: str) -> int:
@@ -122,7 +125,7 @@ def generate_synthetic(
 
     Args:
         n: number of images; labels cycle through the 10 classes (balanced if ``n % 10 == 0``).
-        resolution: side in pixels (>= 16); one glyph cell is ``max(1, resolution // 32)`` px.
+        resolution: side in pixels (>= 16); one glyph cell is ``max(1, resolution // 16)`` px.
         seed: generator seed; the output is a pure function of ``(n, resolution, seed)``.
 
     Returns:
@@ -134,15 +137,11 @@ def generate_synthetic(
     rng = np.random.default_rng(seed)
     num_classes = len(SYNTHETIC_CLASSES)
     r = resolution
-    cell = max(1, r // 32)
+    cell = max(1, r // 16)
     glyph = 3 * cell
 
     labels = rng.permutation(np.arange(n) % num_classes).astype(np.int64)
     shape, opposite = labels // 2, labels % 2
-    # each glyph draws its own direction of a diagonal; other shapes have one glyph
-    mirror = rng.integers(0, 2, (2, n)).astype(bool) & (shape == 2)[None, :]
-    glyph_left = np.where(mirror[0], 5, shape)
-    glyph_right = np.where(mirror[1], 5, shape)
     sign_left = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), n)
     sign_right = np.where(opposite == 1, -sign_left, sign_left)
 
@@ -153,22 +152,23 @@ def generate_synthetic(
     noise = rng.normal(0.0, _PIXEL_NOISE, (n, r, r, 1)).astype(np.float32)
     images = background + noise
 
-    # Glyph positions: left one within the first quarter, right one within the last quarter.
-    left_hi = max(cell + 1, (8 * r) // 32 - glyph + 1)
-    right_lo = r - (8 * r) // 32
-    right_hi = r - glyph - cell + 1
-    x_left = rng.integers(cell, left_hi, n)
-    x_right = rng.integers(right_lo, max(right_lo + 1, right_hi), n)
-    y_left = rng.integers(cell, r - glyph - cell + 1, n)
-    y_right = rng.integers(cell, r - glyph - cell + 1, n)
-
+    # Each side holds a column of copies of its glyph (dense, so the fine pattern is easy to find):
+    # the left column inside the first quarter of the image, the right one inside the last
+    # quarter, each at a random horizontal and vertical offset on the cell grid.
+    quarter = r // 4
     masks = np.kron(_GLYPHS, np.ones((cell, cell), dtype=np.float32))  # (6, glyph, glyph)
+    x_slots = (quarter - glyph) // cell + 1
     for i in range(n):
-        for x, y, o, s in (
-            (x_left[i], y_left[i], glyph_left[i], sign_left[i]),
-            (x_right[i], y_right[i], glyph_right[i], sign_right[i]),
-        ):
-            images[i, y : y + glyph, x : x + glyph, :] += (s * _CONTRAST) * masks[o][..., None]
+        for x0, sign in ((0, sign_left[i]), (r - quarter, sign_right[i])):
+            x = x0 + cell * int(rng.integers(0, x_slots))
+            y_first = cell * int(rng.integers(0, 3)) - glyph
+            for y in range(y_first, r - glyph + 1, glyph + cell):
+                if y < 0:
+                    continue
+                # a "diagonal" copy is drawn as / or \ at random, so flips keep the class
+                o = 5 if shape[i] == 2 and rng.random() < 0.5 else int(shape[i])
+                ink = (sign * _CONTRAST) * masks[o][..., None]
+                images[i, y : y + glyph, x : x + glyph, :] += ink
 
     out = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(out), labels
