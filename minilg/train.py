@@ -706,10 +706,7 @@ def cli_train(argv: list[str]) -> int:
     cfg = _config_from_args(ns, base)
     try:
         result = train(cfg)
-    except DatasetUnavailableError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, FileExistsError) as e:
+    except (DatasetUnavailableError, ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if cfg.out and int(os.environ.get("RANK", "0")) == 0:

@@ -205,10 +205,7 @@ def cli_compare(argv: list[str]) -> int:
     t0 = time.perf_counter()
     try:
         rows = compare([m.strip() for m in ns.models.split(",") if m.strip()], cfg, out)
-    except DatasetUnavailableError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, FileExistsError) as e:
+    except (DatasetUnavailableError, ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not rows:
