@@ -89,11 +89,12 @@ def test_crop_scale_auto() -> None:
 
 # ----------------------------------------------------------------------------- training runs
 def test_short_run_reduces_loss() -> None:
-    result = train(tiny(epochs=4, lr=3e-3, warmup_epochs=0.5, drop_path=0.0, out=None,
-                        max_train_samples=64))
+    # 32 images seen 10 times: the loss must fall well below its starting value (about ln 10)
+    result = train(tiny(epochs=10, lr=3e-3, warmup_epochs=1, drop_path=0.0, out=None,
+                        max_train_samples=32, label_smoothing=0.0, weight_decay=0.0))
     losses = [r["train_loss"] for r in result.history]
-    assert len(losses) == 4
-    assert losses[-1] < losses[0] - 0.05, losses
+    assert len(losses) == 10
+    assert losses[-1] < losses[0] - 0.08, losses
     last = result.final
     assert 0.0 <= last["val_top1"] <= last["val_top5"] <= 100.0
     assert not result.model.training
