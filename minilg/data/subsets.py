@@ -101,6 +101,23 @@ class SubsetSpec:
 
 
 _FASTAI: Final[str] = "https://s3.amazonaws.com/fast-ai-imageclas"
+
+
+def _fastai_subset(name: str, classes: dict[str, str], description: str) -> SubsetSpec:
+    """Imagenette / Imagewoof: the hub's parquet export (160px, 320px, full size) with the
+    fastai tarballs of the same sizes as the fallback."""
+    sizes = ((160, "160px", "-160"), (320, "320px", "-320"), (1 << 30, "full_size", ""))
+    return SubsetSpec(
+        name,
+        f"frgfm/{name}",
+        {"train": "train", "val": "validation"},
+        parquet_configs=tuple((limit, config) for limit, config, _ in sizes),
+        tarballs=tuple((limit, f"{_FASTAI}/{name}2{suffix}.tgz") for limit, _, suffix in sizes),
+        known_classes=classes,
+        description=description,
+    )
+
+
 SUBSETS: Final[dict[str, SubsetSpec]] = {
     s.name: s
     for s in (
@@ -111,32 +128,10 @@ SUBSETS: Final[dict[str, SubsetSpec]] = {
             known_classes=dict(zip(SYNTHETIC_WNIDS, SYNTHETIC_CLASSES, strict=True)),
             description="embedded two-glyph task, 10 classes, generated in seconds",
         ),
-        SubsetSpec(
-            "imagenette",
-            "frgfm/imagenette",
-            {"train": "train", "val": "validation"},
-            parquet_configs=((160, "160px"), (320, "320px"), (1 << 30, "full_size")),
-            tarballs=(
-                (160, f"{_FASTAI}/imagenette2-160.tgz"),
-                (320, f"{_FASTAI}/imagenette2-320.tgz"),
-                (1 << 30, f"{_FASTAI}/imagenette2.tgz"),
-            ),
-            known_classes=IMAGENETTE_CLASSES,
-            description="10 easy ImageNet classes, 9,469 train / 3,925 val",
+        _fastai_subset(
+            "imagenette", IMAGENETTE_CLASSES, "10 easy ImageNet classes, 9,469 train / 3,925 val"
         ),
-        SubsetSpec(
-            "imagewoof",
-            "frgfm/imagewoof",
-            {"train": "train", "val": "validation"},
-            parquet_configs=((160, "160px"), (320, "320px"), (1 << 30, "full_size")),
-            tarballs=(
-                (160, f"{_FASTAI}/imagewoof2-160.tgz"),
-                (320, f"{_FASTAI}/imagewoof2-320.tgz"),
-                (1 << 30, f"{_FASTAI}/imagewoof2.tgz"),
-            ),
-            known_classes=IMAGEWOOF_CLASSES,
-            description="10 dog breeds, 9,025 train / 3,929 val",
-        ),
+        _fastai_subset("imagewoof", IMAGEWOOF_CLASSES, "10 dog breeds, 9,025 train / 3,929 val"),
         SubsetSpec(
             "tiny-imagenet",
             "zh-plus/tiny-imagenet",
