@@ -7,7 +7,8 @@ of size ``H x W`` (matmul and conv multiply-accumulates only; see :mod:`minilg.c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 
 from minilg.attention.base import TokenMixer
 from minilg.attention.core import linear_macs
-from minilg.attention.windows import padded_size
+from minilg.attention.grouping import padded_size
 
 NormFactory = Callable[[int], nn.Module]
 
@@ -64,7 +65,12 @@ class Mlp(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch per sample with probability ``p``."""
+    """Stochastic depth: drop the whole residual branch per sample with probability ``p``.
+
+    ``forward(x)`` draws one keep/drop decision per sample. A block whose residual branch updates
+    several tensors of the same sample (the map and its extra tokens) draws the decisions once
+    with :meth:`sample_mask` and applies them to each with :meth:`apply_mask`.
+    """
 
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()
@@ -72,13 +78,20 @@ class DropPath(nn.Module):
             raise ValueError(f"drop path probability must be in [0, 1), got {p}")
         self.p = p
 
-    def forward(self, x: Tensor) -> Tensor:
+    def sample_mask(self, x: Tensor) -> Tensor | None:
+        """``(B,)`` keep mask scaled by ``1/(1-p)`` for the batch of ``x``; ``None`` if inactive."""
         if self.p == 0.0 or not self.training:
-            return x
+            return None
         keep = 1.0 - self.p
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        mask = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep)
-        return x * mask / keep
+        return torch.empty(x.shape[0], dtype=x.dtype, device=x.device).bernoulli_(keep) / keep
+
+    @staticmethod
+    def apply_mask(x: Tensor, mask: Tensor | None) -> Tensor:
+        """``x * mask`` broadcast over every axis but the batch (``x`` itself when ``None``)."""
+        return x if mask is None else x * mask.reshape((-1,) + (1,) * (x.ndim - 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.apply_mask(x, self.sample_mask(x))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -166,7 +179,8 @@ class Block(nn.Module):
         x = x + DropPath(LayerScale(mlp(norm2(x))))
 
     ``mixer`` is any :class:`TokenMixer`; ``mlp`` is any ``(B, H, W, C) -> (B, H, W, C)`` module
-    with ``macs(H, W)`` (the plain :class:`Mlp`, or a convolutional one).
+    with ``macs(H, W)`` (the plain :class:`Mlp`, or :class:`ConvMlp`). ``norm`` may be
+    ``nn.Identity`` for mechanisms that normalise inside their branches (HAT-Net).
     Shapes: ``(B, H, W, C) -> (B, H, W, C)``.
     """
 
@@ -193,25 +207,192 @@ class Block(nn.Module):
         out: Tensor = x + self.drop_path(self.scale2(self.mlp(self.norm2(x))))
         return out
 
-    def forward_with_prefix(self, x: Tensor, prefix: Tensor) -> tuple[Tensor, Tensor]:
-        """Same block with extra tokens ``prefix (B, P, C)`` (e.g. a class token) beside the map.
+    def forward_with_extra(self, x: Tensor, extra: Tensor) -> tuple[Tensor, Tensor]:
+        """Same block with extra tokens ``extra (B, T, C)`` (class or aggregation tokens).
 
-        The mixer must provide ``forward_with_prefix`` (e.g. ``minilg.attention.FullAttention``).
+        The mixer updates map and extra tokens together (``mixer.forward_with_extra``); the MLP
+        runs on each token. Stochastic depth drops a sample's whole branch: one mask per sample
+        for the map and its extra tokens.
         """
-        mixer_with_prefix = getattr(self.mixer, "forward_with_prefix", None)
-        if mixer_with_prefix is None:
-            raise ValueError(f"{type(self.mixer).__name__} does not support prefix tokens")
-        y, p = mixer_with_prefix(self.norm1(x), self.norm1(prefix))
-        x = x + self.drop_path(self.scale1(y))
-        prefix = prefix + self.drop_path(self.scale1(p))
-        x = x + self.drop_path(self.scale2(self.mlp(self.norm2(x))))
-        prefix = prefix + self.drop_path(self.scale2(self.mlp(self.norm2(prefix))))
-        return x, prefix
+        y, e = self.mixer.forward_with_extra(self.norm1(x), self.norm1(extra))
+        keep = self.drop_path.sample_mask(x)
+        x = x + self.drop_path.apply_mask(self.scale1(y), keep)
+        extra = extra + self.drop_path.apply_mask(self.scale1(e), keep)
+        keep = self.drop_path.sample_mask(x)
+        x = x + self.drop_path.apply_mask(self.scale2(self.mlp(self.norm2(x))), keep)
+        extra = extra + self.drop_path.apply_mask(self.scale2(self.mlp(self.norm2(extra))), keep)
+        return x, extra
 
-    def macs(self, height: int, width: int, num_prefix: int = 0) -> int:
-        """Mixer plus MLP MACs on an ``height x width`` map (plus ``num_prefix`` extra tokens)."""
-        if num_prefix:
-            mixer = module_macs(self.mixer, height, width, num_prefix=num_prefix)
-            # The token-wise MLP sees the map and the prefix tokens as one row of tokens.
-            return mixer + module_macs(self.mlp, height * width + num_prefix, 1)
+    def macs(self, height: int, width: int, extra_tokens: int = 0) -> int:
+        """Mixer plus MLP MACs on an ``height x width`` map (plus ``extra_tokens`` tokens)."""
+        if extra_tokens:
+            mixer = module_macs(self.mixer, height, width, extra_tokens=extra_tokens)
+            # The token-wise MLP sees the map and the extra tokens as one row of tokens.
+            return mixer + module_macs(self.mlp, height * width + extra_tokens, 1)
         return self.mixer.macs(height, width) + module_macs(self.mlp, height, width)
+
+
+# --------------------------------------------------------------------------------------------
+# Seams for the papers beyond Swin: norms, convolutional MLPs, stems and downsampling layers
+# --------------------------------------------------------------------------------------------
+
+
+def layer_norm(eps: float = 1e-5) -> NormFactory:
+    """``C -> nn.LayerNorm(C, eps)``: Swin and Focal use 1e-5, DeiT and PVT 1e-6."""
+    return functools.partial(nn.LayerNorm, eps=eps)
+
+
+class ChannelsLastGroupNorm(nn.GroupNorm):
+    """``GroupNorm(groups, C)`` on channels-last maps ``(B, H, W, C)`` (HAT-Net: one group).
+
+    With ``groups=1`` it normalises over ``(H, W, C)`` per sample. Parameter names are GroupNorm's
+    (``weight``, ``bias``). ``(B, T, C)`` token rows are treated as a ``T x 1`` map.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == 3:
+            return self.forward(x[:, :, None])[:, :, 0]
+        out: Tensor = super().forward(rearrange(x, "b h w c -> b c h w"))
+        return rearrange(out, "b c h w -> b h w c")
+
+
+def group_norm(groups: int = 1, eps: float = 1e-6) -> NormFactory:
+    """``C -> ChannelsLastGroupNorm(groups, C, eps)``; HAT-Net's norm is ``group_norm(1, 1e-6)``."""
+    return lambda dim: ChannelsLastGroupNorm(groups, dim, eps=eps)
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: int) -> tuple[int, int]:
+    """Output length, and the extra bottom/right zero padding so every real token is covered.
+
+    ``n = ceil((size - k + p) / s) + 1`` windows reach the last real token; the input is padded
+    by ``s (n - 1) + k - 2p - size`` when that is positive (for ``k = s = 2``: odd sizes get 1).
+    """
+    reach = size - kernel + padding
+    needed = -(-reach // stride) + 1 if reach > 0 else 1
+    natural = (size + 2 * padding - kernel) // stride + 1 if size + 2 * padding >= kernel else 0
+    if natural >= needed:
+        return natural, 0
+    return needed, stride * (needed - 1) + kernel - 2 * padding - size
+
+
+class ConvDownsample(nn.Module):
+    """``Conv(k, stride s, padding p)`` then a norm, on channels-last maps.
+
+    ``(B, H, W, C_in) -> (B, H', W', C_out)``. Focal's between-stage patch embedding is
+    ``k = s = 2, p = 0`` + LayerNorm; HAT-Net's ``k = 3, s = 2, p = 1`` + GroupNorm(1, C).
+    Sizes the stride does not fit get extra zero padding at the bottom/right, so no real token
+    is dropped (as :class:`PatchMerging` does). MACs: ``H' W' k^2 C_in C_out``.
+    """
+
+    def __init__(
+        self, dim: int, out_dim: int, kernel: int = 2, stride: int = 2, padding: int = 0,
+        norm: NormFactory = nn.LayerNorm,
+    ) -> None:
+        super().__init__()
+        self.dim, self.out_dim, self.kernel, self.stride, self.padding = (
+            dim, out_dim, kernel, stride, padding)
+        self.conv = nn.Conv2d(dim, out_dim, kernel, stride, padding)
+        self.norm = norm(out_dim)
+
+    def out_size(self, height: int, width: int) -> tuple[int, int]:
+        k, s, p = self.kernel, self.stride, self.padding
+        return _conv_out(height, k, s, p)[0], _conv_out(width, k, s, p)[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        k, s, p = self.kernel, self.stride, self.padding
+        extra_h, extra_w = _conv_out(x.shape[1], k, s, p)[1], _conv_out(x.shape[2], k, s, p)[1]
+        x = rearrange(x, "b h w c -> b c h w")
+        if extra_h or extra_w:
+            x = F.pad(x, (0, extra_w, 0, extra_h))
+        out: Tensor = self.norm(rearrange(self.conv(x), "b c h w -> b h w c"))
+        return out
+
+    def macs(self, height: int, width: int) -> int:
+        out_h, out_w = self.out_size(height, width)
+        return out_h * out_w * self.kernel**2 * self.dim * self.out_dim
+
+
+class ConvStem(nn.Sequential):
+    """A stem of 3x3 convolutions: ``(B, 3, H, W) -> (B, H', W', C)`` channels-last.
+
+    ``widths[i]`` channels with stride ``strides[i]`` (padding 1); between two convolutions a
+    norm and an activation (HAT-Net: ``3 -> 16`` s2, GN, SiLU, ``16 -> C`` s2; SALG: three convs
+    with strides 2, 2, 1). The modules are numbered as in an ``nn.Sequential`` (``0`` conv,
+    ``1`` norm, ``2`` activation, ``3`` conv, ...). MACs: ``sum H_i W_i 9 C_in C_out``.
+    """
+
+    def __init__(
+        self, in_chans: int, widths: Sequence[int], strides: Sequence[int],
+        norm: Callable[[int], nn.Module] = lambda c: nn.GroupNorm(1, c, eps=1e-6),
+        act: Callable[[], nn.Module] = nn.SiLU, kernel: int = 3,
+    ) -> None:
+        layers: list[nn.Module] = []
+        for i, (width, stride) in enumerate(zip(widths, strides, strict=True)):
+            if i > 0:
+                layers += [norm(widths[i - 1]), act()]
+            layers.append(nn.Conv2d(in_chans if i == 0 else widths[i - 1], width, kernel,
+                                    stride, kernel // 2))
+        super().__init__(*layers)
+        self.in_chans, self.dim = in_chans, widths[-1]
+
+    def convs(self) -> list[nn.Conv2d]:
+        return [m for m in self if isinstance(m, nn.Conv2d)]
+
+    def out_size(self, height: int, width: int) -> tuple[int, int]:
+        for conv in self.convs():
+            k, s, p = conv.kernel_size[0], conv.stride[0], int(conv.padding[0])
+            height, width = _conv_out(height, k, s, p)[0], _conv_out(width, k, s, p)[0]
+        return height, width
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"expected images of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}"
+            )
+        for layer in self:
+            x = layer(x)
+        out: Tensor = rearrange(x, "b c h w -> b h w c")
+        return out
+
+    def macs(self, height: int, width: int) -> int:
+        total = 0
+        for conv in self.convs():
+            k, s, p = conv.kernel_size[0], conv.stride[0], int(conv.padding[0])
+            height, width = _conv_out(height, k, s, p)[0], _conv_out(width, k, s, p)[0]
+            total += height * width * k * k * conv.in_channels * conv.out_channels
+        return total
+
+
+class ConvMlp(nn.Module):
+    """Inverted-residual MLP with a depthwise conv (HAT-Net's IRB, Sec. 3.3), channels-last.
+
+    ``norm -> 1x1 (C -> rC) -> act -> k x k depthwise -> act -> 1x1 (rC -> C) -> norm``, convs
+    without bias (the official layout: ``conv1.0`` norm, ``conv1.1`` conv, ``conv2.0`` dw conv,
+    ``conv3.0`` conv, ``conv3.1`` norm). ``(B, H, W, C) -> (B, H, W, C)``.
+    MACs: ``2 r H W C^2 + k^2 H W r C``.
+    """
+
+    def __init__(
+        self, dim: int, ratio: float = 4.0, kernel: int = 3, norm: NormFactory | None = None,
+        act: Callable[[], nn.Module] = nn.SiLU,
+    ) -> None:
+        super().__init__()
+        norm = norm or group_norm(1, 1e-6)
+        self.dim, self.hidden, self.kernel = dim, int(dim * ratio), kernel
+        self.conv1 = nn.Sequential(norm(dim), nn.Linear(dim, self.hidden, bias=False), act())
+        self.conv2 = nn.Sequential(
+            nn.Conv2d(self.hidden, self.hidden, kernel, padding=kernel // 2, groups=self.hidden,
+                      bias=False), act())
+        self.conv3 = nn.Sequential(nn.Linear(self.hidden, dim, bias=False), norm(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4:
+            raise ValueError("ConvMlp runs on maps (B, H, W, C); extra tokens need a token MLP")
+        y = rearrange(self.conv1(x), "b h w c -> b c h w")
+        out: Tensor = self.conv3(rearrange(self.conv2(y), "b c h w -> b h w c"))
+        return out
+
+    def macs(self, height: int, width: int) -> int:
+        tokens = height * width
+        depthwise = self.kernel**2 * tokens * self.hidden
+        return 2 * linear_macs(tokens, self.dim, self.hidden) + depthwise

@@ -1,52 +1,157 @@
-"""The shared attention core: heads, masking, relative position bias, window partition."""
+"""The shared attention core: key sources, masking, geometry cache, grouping, position bias."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from minilg.attention.core import attention, merge_heads, split_heads
-from minilg.attention.position import RelativePositionBias, relative_position_index
-from minilg.attention.windows import (
+from minilg.attention import FullAttention, WindowAttention
+from minilg.attention.base import reference_math
+from minilg.attention.core import KeySource, attend, explicit_attention
+from minilg.attention.grouping import (
+    SubWindowPool,
+    label_mask,
+    neighbourhood,
+    neighbourhood_labels,
     pad_to_multiple,
     padding_labels,
+    subwindow_pool,
     window_partition,
     window_reverse,
 )
+from minilg.attention.position import RelativePositionBias, relative_position_index
+from minilg.layers import Block, DropPath, Mlp
 
 
-def test_split_merge_heads_round_trip_exactly() -> None:
-    x = torch.randn(2, 3, 5, 12)
-    heads = split_heads(x, 4)
-    assert heads.shape == (2, 3, 4, 5, 3)
-    assert torch.equal(merge_heads(heads), x)
-    # head h holds channels [3h, 3h + 3)
-    assert torch.equal(heads[:, :, 1], x[..., 3:6])
+def brute_force(
+    q: torch.Tensor, sources: list[KeySource], heads: int
+) -> torch.Tensor:
+    """Query by query: build the key set explicitly, softmax over allowed keys, zero if none."""
+    batch, groups, tokens_q, dim = q.shape
+    d = dim // heads
+    out = torch.zeros_like(q)
+    for b in range(batch):
+        for g in range(groups):
+            for t in range(tokens_q):
+                for h in range(heads):
+                    keys, values, logits = [], [], []
+                    for s in sources:
+                        k = s.k.expand(batch, groups, -1, -1)[b, g, :, h * d:(h + 1) * d]
+                        v = s.v.expand(batch, groups, -1, -1)[b, g, :, h * d:(h + 1) * d]
+                        for j in range(k.shape[0]):
+                            if s.allowed is not None:
+                                allowed = s.allowed.reshape(
+                                    (1,) * (5 - s.allowed.ndim) + tuple(s.allowed.shape))
+                                allowed = allowed.expand(batch, groups, heads, tokens_q, -1)
+                                if not bool(allowed[b, g, h, t, j]):
+                                    continue
+                            bias = 0.0
+                            if s.bias is not None:
+                                full = s.bias.reshape(
+                                    (1,) * (4 - s.bias.ndim) + tuple(s.bias.shape))
+                                bias = float(full.expand(groups, heads, tokens_q, -1)[g, h, t, j])
+                            qv = q[b, g, t, h * d:(h + 1) * d]
+                            logits.append(float(qv @ k[j]) / d**0.5 + bias)
+                            values.append(v[j])
+                    if logits:
+                        w = torch.softmax(torch.tensor(logits, dtype=q.dtype), dim=0)
+                        out[b, g, t, h * d:(h + 1) * d] = (w[:, None] * torch.stack(values)).sum(0)
+    return out
 
 
-def test_attention_matches_softmax_formula_with_bias_and_mask() -> None:
-    q, k, v = (torch.randn(2, 3, 2, 5, 4) for _ in range(3))
-    bias = torch.randn(2, 5, 5)
-    allowed = torch.rand(3, 1, 5, 5) > 0.3
-    allowed[..., 0] = True  # every query keeps at least one key
-    out = attention(q, k, v, bias=bias, allowed=allowed)
-    scores = q @ k.transpose(-1, -2) / 2.0 + bias
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    expected = F.softmax(scores, dim=-1) @ v
-    torch.testing.assert_close(out, expected)
+def _sources(dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, list[KeySource]]:
+    """Queries of 3 groups against: their own group (bias + padding mask), a gathered
+    neighbourhood with masked borders, shared pooled keys (G = 1), and extra tokens."""
+    torch.manual_seed(0)
+    b, g, tq, c, heads = 2, 3, 4, 8, 2
+    q = torch.randn(b, g, tq, c, dtype=dtype)
+    own = torch.randn(b, g, tq, c, dtype=dtype)
+    own_allowed = torch.ones(g, 1, tq, tq, dtype=torch.bool)
+    own_allowed[1, :, :, 3] = False  # a padded key in group 1
+    ring = torch.randn(b, g, 6, c, dtype=dtype)
+    ring_allowed = torch.rand(g, 1, 1, 6) > 0.4  # border slots masked, same for every query
+    pooled = torch.randn(b, 1, 5, c, dtype=dtype)
+    extra = torch.randn(b, 1, 2, c, dtype=dtype)
+    return q, [
+        KeySource(own, own.flip(-1), torch.randn(heads, tq, tq, dtype=dtype), own_allowed),
+        KeySource(ring, ring * 2, torch.randn(g, heads, tq, 6, dtype=dtype), ring_allowed),
+        KeySource(pooled, pooled.roll(1, -1), torch.randn(heads, 1, 5, dtype=dtype)),
+        KeySource(extra, extra + 1),
+    ]
 
 
-def test_fully_masked_rows_give_zeros_not_nan_and_finite_gradients() -> None:
-    q, k, v = (torch.randn(1, 2, 1, 4, 8, requires_grad=True) for _ in range(3))
-    allowed = torch.ones(2, 1, 4, 4, dtype=torch.bool)
-    allowed[0, :, 2] = False  # query 2 of group 0 may attend to nothing
-    out = attention(q, k, v, allowed=allowed)
-    assert torch.equal(out[0, 0, 0, 2], torch.zeros(8))
-    assert torch.isfinite(out).all()
-    out.sum().backward()
-    for tensor in (q, k, v):
-        assert tensor.grad is not None and torch.isfinite(tensor.grad).all()
+@pytest.mark.parametrize("which", [[0], [1], [2], [3], [0, 1, 2, 3], [1, 3]])
+def test_each_key_source_alone_and_combined_equals_brute_force(which: list[int]) -> None:
+    q, sources = _sources()
+    chosen = [sources[i] for i in which]
+    expected = brute_force(q, chosen, heads=2)
+    torch.testing.assert_close(attend(q, chosen, heads=2), expected, rtol=1e-10, atol=1e-12)
+    with reference_math():
+        torch.testing.assert_close(attend(q, chosen, heads=2), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_per_sample_masks_broadcast_like_the_rest() -> None:
+    q, sources = _sources()
+    allowed = torch.rand(2, 3, 1, 4, 4) > 0.5  # content-dependent: one mask per sample
+    allowed[..., 0] = True
+    source = KeySource(sources[0].k, sources[0].v, sources[0].bias, allowed)
+    torch.testing.assert_close(attend(q, [source], 2), brute_force(q, [source], 2),
+                               rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_fully_masked_rows_are_zero_with_finite_gradients_even_on_a_nan_softmax(
+    dtype: torch.dtype,
+) -> None:
+    # The explicit path is a plain softmax: an all -inf row gives NaN there...
+    row = explicit_attention(torch.ones(1, 1, 1, 2), torch.ones(1, 1, 3, 2),
+                             torch.ones(1, 1, 3, 2), torch.full((1, 1, 1, 3), float("-inf")))
+    assert torch.isnan(row).all()
+    # ... yet attend() gives exact zeros and finite gradients, in every dtype and on both paths.
+    for reference in (False, True):
+        q, k, v = (torch.randn(2, 2, 4, 8, dtype=dtype, requires_grad=True) for _ in range(3))
+        allowed = torch.ones(2, 1, 4, 4, dtype=torch.bool)
+        allowed[0, :, 2] = False  # query 2 of group 0 attends to nothing
+        bias = torch.full((2, 4, 4), 6e4 if dtype == torch.float16 else 1e30).to(dtype)
+        source = KeySource(k, v, bias=bias, allowed=allowed)
+        if reference:
+            with reference_math():
+                out = attend(q, [source], heads=2)
+        else:
+            out = attend(q, [source], heads=2)
+        assert torch.equal(out[:, 0, 2], torch.zeros(2, 8, dtype=dtype))
+        assert torch.isfinite(out).all()
+        out.float().square().sum().backward()
+        for tensor in (q, k, v):
+            assert tensor.grad is not None and torch.isfinite(tensor.grad).all()
+
+
+def test_geometry_is_cached_per_size_and_device_and_not_saved() -> None:
+    mixer = WindowAttention(16, 2, window=4, shift=2)
+    first = mixer.window_mask((8, 8), torch.device("cpu"))
+    assert first is not None and first.shape == (4, 1, 16, 16)  # no batch axis
+    assert mixer.window_mask((8, 8), torch.device("cpu")) is first  # hit
+    other = mixer.window_mask((8, 12), torch.device("cpu"))
+    assert other is not None and other is not first and other.shape == (6, 1, 16, 16)
+    meta = mixer.window_mask((8, 8), torch.device("meta"))
+    assert meta is not None and meta.device.type == "meta" and meta is not first
+    assert not any("mask" in key or "cache" in key for key in mixer.state_dict())
+    with reference_math():  # the straightforward baseline rebuilds every call
+        assert mixer.window_mask((8, 8), torch.device("cpu")) is not first
+
+
+def test_drop_path_draws_one_mask_per_sample_for_map_and_extra_tokens() -> None:
+    torch.manual_seed(0)
+    block = Block(8, FullAttention(8, 2), Mlp(8), drop_path=0.5)
+    block.train()
+    x, extra = torch.randn(64, 3, 3, 8), torch.randn(64, 1, 8)
+    y, e = block.forward_with_extra(x, extra)
+    map_kept = (y != x).flatten(1).any(dim=1)
+    extra_kept = (e != extra).flatten(1).any(dim=1)
+    assert torch.equal(map_kept, extra_kept)  # dropped together or kept together
+    assert 0 < int(map_kept.sum()) < 64
+    mask = DropPath(0.25).train().sample_mask(x)
+    assert mask is not None and mask.shape == (64,)
 
 
 def test_relative_position_index_covers_table_and_encodes_offsets() -> None:
@@ -96,3 +201,49 @@ def test_padding_labels_mark_exactly_the_padding() -> None:
     labels = padding_labels((5, 3), (4, 4))
     assert labels.shape == (8, 4)
     assert int((labels == 0).sum()) == 15 and int((labels == -1).sum()) == 32 - 15
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+@pytest.mark.parametrize(("size", "window", "ring"), [((8, 8), (4, 4), (2, 2)),
+                                                       ((7, 5), (3, 2), (1, 2))])
+def test_neighbourhood_gathers_the_padded_or_wrapped_block_around_each_window(
+    size: tuple[int, int], window: tuple[int, int], ring: tuple[int, int], wrap: bool
+) -> None:
+    h, w = size
+    coords = torch.arange(h * w, dtype=torch.float64).reshape(1, h, w, 1) + 1
+    gathered = neighbourhood(coords, window, ring, wrap)[0, :, :, 0]
+    labels = neighbourhood_labels(torch.zeros(h, w, dtype=torch.long), window, ring, wrap)
+    padded = pad_to_multiple(coords, window)[0, :, :, 0]
+    hp, wp = padded.shape
+    kh, kw = window[0] + 2 * ring[0], window[1] + 2 * ring[1]
+    for n in range(gathered.shape[0]):
+        top, left = (n // (wp // window[1])) * window[0], (n % (wp // window[1])) * window[1]
+        for slot in range(kh * kw):
+            r, c = top - ring[0] + slot // kw, left - ring[1] + slot % kw
+            if wrap:
+                r, c = r % hp, c % wp
+            inside = 0 <= r < hp and 0 <= c < wp
+            value = float(padded[r, c]) if inside else 0.0
+            assert float(gathered[n, slot]) == value
+            real = inside and r < h and c < w
+            assert bool(labels[n, slot] >= 0) == real
+
+
+def test_subwindow_pooling_mean_max_real_mean_and_learned() -> None:
+    x = torch.randn(2, 5, 6, 3, dtype=torch.float64)
+    mean = subwindow_pool(x, (2, 3), "mean")
+    assert mean.shape == (2, 3, 2, 3)
+    torch.testing.assert_close(mean[:, 0, 0], x[:, :2, :3].mean(dim=(1, 2)))
+    torch.testing.assert_close(mean[:, 2, 1], x[:, 4:, 3:].sum(dim=(1, 2)) / 6)  # zeros count
+    real = subwindow_pool(x, (2, 3), "real_mean")
+    torch.testing.assert_close(real[:, 2, 1], x[:, 4:, 3:].mean(dim=(1, 2)))  # real only
+    assert torch.equal(subwindow_pool(x, (2, 3), "max")[:, 0, 0], x[:, :2, :3].amax(dim=(1, 2)))
+    learned = SubWindowPool((2, 3)).double()
+    torch.testing.assert_close(learned(x), mean)  # initialised to the mean
+
+
+def test_label_mask_allows_same_label_and_never_negative_keys() -> None:
+    q = torch.tensor([0, 1, -1])
+    k = torch.tensor([0, 0, 1, -1])
+    assert label_mask(q, k).tolist() == [[True, True, False, False], [False, False, True, False],
+                                         [False, False, False, False]]

@@ -90,8 +90,8 @@ def test_glance_with_one_partition_equals_full_msa(size: tuple[int, int], m: int
     gg = GlanceGazeAttention(16, 4, partition=m, branches="glance")
     assert gg.position_bias is not None
     torch.nn.init.zeros_(gg.position_bias.bias_table)
-    gg.qkv.load_state_dict(full.attn.qkv.state_dict())
-    gg.proj.load_state_dict(full.attn.proj.state_dict())
+    gg.qkv.load_state_dict(full.qkv.state_dict())
+    gg.proj.load_state_dict(full.proj.state_dict())
     x = torch.randn(2, *size, 16)
     torch.testing.assert_close(gg(x), full(x), rtol=1e-5, atol=1e-6)
 

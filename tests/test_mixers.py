@@ -57,7 +57,8 @@ def test_closed_forms_equal_the_papers_formulas_on_divisible_maps() -> None:
 
 
 def copy_qkv(source: WindowAttention, target: FullAttention) -> None:
-    target.attn.load_state_dict(source.attn.state_dict())
+    target.qkv.load_state_dict(source.qkv.state_dict())
+    target.proj.load_state_dict(source.proj.state_dict())
 
 
 @pytest.mark.parametrize("size", [(7, 7), (5, 6)])

@@ -1,18 +1,31 @@
-"""Multi-head attention over groups of tokens: the one attention kernel every mixer uses.
+"""One attention for every key source: the kernel every mixer in minilg feeds.
 
-Every mechanism in minilg reduces to the same computation (GG Eq. 3, Swin Eq. 4):
+Every mechanism of the four papers computes (GG Eq. 3, Swin Eq. 4, Focal Eq. 3, HAT Eqs. 8, 12,
+SALG Eq. 2)
 
-    Attention(Q, K, V) = SoftMax(Q K^T / sqrt(d) + B) V
+    Attention(Q, K, V) = SoftMax(Q K^T / sqrt(d) + B + mask) V
 
-applied independently to *groups* of tokens: one group for full MSA, one group per window for
-W-MSA, one per dilated partition for Glance, one per window with pooled keys for Focal. Only how
-the groups are formed (splitting, pooling, masking) differs between papers, so this module holds
-the shared pieces:
+for *groups* of queries, and only the keys differ:
 
-* :func:`split_heads` / :func:`merge_heads` -- ``(B, G, T, C) <-> (B, G, heads, T, C/heads)``;
-* :func:`attention` -- the math above via :func:`torch.nn.functional.scaled_dot_product_attention`
-  with an optional additive bias and a boolean mask of allowed (query, key) pairs;
-* :class:`GroupAttention` -- self-attention inside groups with its qkv and output projections.
+* the same group (full MSA, W-MSA / SW-MSA windows, Glance partitions);
+* a gathered neighbourhood around each query window (Focal's ring, SALG's coverage areas);
+* pooled maps (Focal's coarse levels, HAT-Net's global step, PVT's spatial reduction);
+* extra tokens (a class token, SALG's aggregation tokens).
+
+So a mechanism hands :func:`attend` its grouped queries ``(B, G, Tq, C)`` and one or more
+:class:`KeySource` s, each with keys and values ``(B, G, Tk, C)``, an optional relative position
+bias and an optional boolean mask of allowed (query, key) pairs. The sources are concatenated
+along the key axis and one softmax runs over all of them. :class:`AttentionMixer` adds the
+projections (one fused ``qkv`` Linear as Swin and Focal, or separate ``q`` and ``kv`` as PVT and
+HAT-Net's global step) and the output projection ``proj``.
+
+Broadcasting: biases and masks carry no batch axis unless they depend on the content (SALG's
+regions); groups are folded into SDPA's *head* axis, ``(B, G*heads, T, d)``, so a ``(G, heads,
+Tq, Tk)`` mask broadcasts over the batch and is never materialised per sample.
+
+Fully masked rows (padded queries, empty regions) output exactly zero, with finite gradients, in
+every dtype: such rows are unmasked before the softmax (so no ``-inf - -inf = NaN``) and their
+output is replaced by zeros afterwards (``masked_fill``, not a multiplication: ``NaN * 0`` is NaN).
 
 MACs convention: a Linear ``C_in -> C_out`` on ``T`` tokens costs ``T * C_in * C_out`` MACs;
 ``Q K^T`` and ``A V`` cost ``T_q * T_k * C`` each. Softmax, bias adds and masking cost nothing.
@@ -20,115 +33,175 @@ MACs convention: a Linear ``C_in -> C_out`` on ``T`` tokens costs ``T * C_in * C
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-
-def split_heads(x: Tensor, heads: int) -> Tensor:
-    """``(B, G, T, heads*d) -> (B, G, heads, T, d)``."""
-    return rearrange(x, "b g t (heads d) -> b g heads t d", heads=heads)
+from minilg.attention.base import TokenMixer, reference_math, using_reference_math
 
 
-def merge_heads(x: Tensor) -> Tensor:
-    """``(B, G, heads, T, d) -> (B, G, T, heads*d)``."""
-    return rearrange(x, "b g heads t d -> b g t (heads d)")
+@dataclass(frozen=True)
+class KeySource:
+    """Keys and values one group of queries attends to, with their bias and mask.
+
+    Attributes:
+        k, v: ``(B, G, Tk, C)`` (``G`` may be 1 to share the keys among all query groups).
+        bias: additive bias broadcastable to ``(G, heads, Tq, Tk)`` (a relative position bias).
+        allowed: boolean mask broadcastable to ``(B, G, heads, Tq, Tk)``; ``False`` removes that
+            key for that query (padding, other regions). Leave out the batch axis unless the mask
+            depends on the sample.
+    """
+
+    k: Tensor
+    v: Tensor
+    bias: Tensor | None = None
+    allowed: Tensor | None = None
 
 
-def attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    bias: Tensor | None = None,
-    allowed: Tensor | None = None,
-) -> Tensor:
-    """Scaled dot-product attention per group and head.
+def _as_5d(t: Tensor) -> Tensor:
+    """Prepend singleton axes up to ``(B, G, heads, Tq, Tk)``."""
+    return t.reshape((1,) * (5 - t.ndim) + tuple(t.shape))
+
+
+def combined_mask(
+    sources: Sequence[KeySource], tokens_q: int, dtype: torch.dtype
+) -> Tensor | None:
+    """One additive mask ``(b, g, h, Tq, sum Tk)`` for all sources (``-inf`` where not allowed).
+
+    ``b, g, h`` are 1 unless some source's bias or mask varies along that axis. ``None`` when no
+    source has a bias or a mask.
+    """
+    if all(s.bias is None and s.allowed is None for s in sources):
+        return None
+    parts: list[Tensor] = []
+    for source in sources:
+        tokens_k = source.k.shape[-2]
+        part = torch.zeros((1, 1, 1, tokens_q, tokens_k), dtype=dtype, device=source.k.device)
+        if source.bias is not None:
+            part = part + _as_5d(source.bias.to(dtype))
+        if source.allowed is not None:
+            part = part.masked_fill(~_as_5d(source.allowed), float("-inf"))
+        parts.append(part)
+    lead = [max(p.shape[axis] for p in parts) for axis in range(3)]
+    return torch.cat([p.expand(*lead, tokens_q, p.shape[-1]) for p in parts], dim=-1)
+
+
+def attend(q: Tensor, sources: Sequence[KeySource], heads: int) -> Tensor:
+    """Multi-head attention of grouped queries over concatenated key sources.
 
     Args:
-        q: queries ``(B, G, heads, Tq, d)``.
-        k, v: keys and values ``(B, G, heads, Tk, d)``.
-        bias: additive bias broadcastable to ``(B, G, heads, Tq, Tk)`` (relative position bias).
-        allowed: boolean mask broadcastable to ``(B, G, heads, Tq, Tk)``; ``False`` removes that
-            key for that query (padding, shifted-window regions, irregular regions).
+        q: queries ``(B, G, Tq, C)``, ``C = heads * d``.
+        sources: one or more :class:`KeySource`; all keys of all sources share one softmax.
+        heads: number of heads; scale ``d^-1/2``.
 
     Returns:
-        ``(B, G, heads, Tq, d)``. A query whose keys are *all* masked gets a zero output rather
-        than NaN (it attends to nothing, so it receives nothing).
+        ``(B, G, Tq, C)``, heads merged, before the output projection. Queries whose keys are all
+        masked get exactly zero.
     """
-    batch, groups, _, tokens_q, _ = q.shape
-    tokens_k = k.shape[-2]
-    mask: Tensor | None = bias.to(q.dtype) if bias is not None else None
-    if allowed is not None:
-        # A large finite negative instead of -inf keeps fully-masked rows finite (uniform weights);
-        # those rows are zeroed below.
-        block = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
-        block = block.masked_fill(~allowed, torch.finfo(q.dtype).min)
-        mask = block if mask is None else mask + block
-    if mask is not None and mask.ndim > 3:
-        # Masks that differ per group or sample: spell out (B, G) so they flatten like q, k, v.
-        mask = mask.expand(batch, groups, mask.shape[-3], tokens_q, tokens_k)
-        mask = rearrange(mask, "b g heads tq tk -> (b g) heads tq tk")
-    # SDPA's fused CPU kernels take 4-D (batch, heads, tokens, dim): fold groups into the batch.
-    q4, k4, v4 = (rearrange(t, "b g heads t d -> (b g) heads t d") for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask)
-    out = rearrange(out, "(b g) heads t d -> b g heads t d", b=batch)
-    if allowed is not None:
-        has_key = allowed.any(dim=-1, keepdim=True)
-        out = out * has_key.to(out.dtype)
-    return out
+    batch, groups, tokens_q, _ = q.shape
+    k = torch.cat([s.k.expand(batch, groups, -1, -1) for s in sources], dim=2)
+    v = torch.cat([s.v.expand(batch, groups, -1, -1) for s in sources], dim=2)
+    mask = combined_mask(sources, tokens_q, q.dtype)
+    has_key: Tensor | None = None
+    if mask is not None and any(s.allowed is not None for s in sources):
+        # A row of -inf only would softmax to NaN: give it zeros, and zero its output after.
+        has_key = (mask != float("-inf")).any(dim=-1, keepdim=True)
+        mask = mask.masked_fill(~has_key, 0.0)
+        has_key = _fold_mask(has_key, groups, heads)
+    if mask is not None:
+        mask = _fold_mask(mask, groups, heads)
+    q4, k4, v4 = (rearrange(t, "b g t (h d) -> b (g h) t d", h=heads) for t in (q, k, v))
+    if using_reference_math():
+        out = explicit_attention(q4, k4, v4, mask)
+    else:
+        out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask)
+    if has_key is not None:
+        out = out.masked_fill(~has_key, 0.0)
+    return rearrange(out, "b (g h) t d -> b g t (h d)", g=groups)
 
 
-class GroupAttention(nn.Module):
-    """Multi-head self-attention inside each group: ``(B, G, T, C) -> (B, G, T, C)``.
+def _fold_mask(mask: Tensor, groups: int, heads: int) -> Tensor:
+    """``(b, g, h, Tq, Tk) -> (b, g*h or 1, Tq, Tk)`` matching queries folded as ``(g h)``."""
+    b, g, h = mask.shape[:3]
+    if g == 1 and h == 1:
+        return mask[:, 0]
+    mask = mask.expand(b, groups, heads, *mask.shape[3:])
+    return rearrange(mask, "b g h tq tk -> b (g h) tq tk")
 
-    Holds the qkv projection ``W^{q,k,v}`` (one Linear ``C -> 3C``) and the output projection
-    ``W^o`` of the standard transformer block (GG Eq. 3, ViT Eq. 2). Mixers call
-    :meth:`project_qkv` and :meth:`project_out` around their own grouping.
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """``softmax(q k^T / sqrt(d) + mask) v`` spelled out, the mask materialised per sample.
+
+    ``q (B, H, Tq, d)``, ``k, v (B, H, Tk, d)``, ``mask`` broadcastable to ``(B, H, Tq, Tk)``.
+    A row whose mask is all ``-inf`` gives NaN here, as in any plain softmax.
+    """
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if mask is not None:
+        scores = scores + mask.expand(scores.shape).contiguous()
+    return torch.softmax(scores, dim=-1) @ v
+
+
+Projections = Literal["qkv", "q_kv", "v"]
+
+
+class AttentionMixer(TokenMixer):
+    """A token mixer with multi-head projections around :func:`attend`.
+
+    ``projections``: ``"qkv"`` one fused Linear ``C -> 3C`` (Swin, Focal: channel
+    ``s*C + head*d + i`` for ``s`` in q, k, v); ``"q_kv"`` a Linear ``q`` (``C -> C``) and a
+    Linear ``kv`` (``C -> 2C``) for keys from another map (PVT, HAT-Net's global step); ``"v"``
+    values only (GG's Gaze-only ablation). Always an output projection ``proj``.
     """
 
-    def __init__(self, dim: int, heads: int, qkv_bias: bool = True) -> None:
+    def __init__(
+        self, dim: int, heads: int, *, qkv_bias: bool = True, projections: Projections = "qkv"
+    ) -> None:
         super().__init__()
         check_dim_heads(dim, heads)
-        self.dim = dim
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.dim, self.heads = dim, heads
+        self.projections: Projections = projections
+        if projections == "q_kv":
+            self.q = nn.Linear(dim, dim, bias=qkv_bias)
+            self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        else:
+            self.qkv = nn.Linear(dim, (1 if projections == "v" else 3) * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
     def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(..., C) -> 3 x (..., C)``: queries, keys, values of every token."""
+        """``(..., C) -> 3 x (..., C)`` with the fused projection."""
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         return q, k, v
 
-    def attend(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        bias: Tensor | None = None,
-        allowed: Tensor | None = None,
-    ) -> Tensor:
-        """Grouped ``q (B, G, Tq, C)``, ``k, v (B, G, Tk, C)`` -> ``(B, G, Tq, C)``, unprojected."""
-        heads = self.heads
-        out = attention(split_heads(q, heads), split_heads(k, heads), split_heads(v, heads),
-                        bias=bias, allowed=allowed)
-        return merge_heads(out)
+    def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(..., C) -> 2 x (..., C)``: keys and values (``kv``, or the k, v of ``qkv``)."""
+        if self.projections == "q_kv":
+            k, v = self.kv(x).chunk(2, dim=-1)
+            return k, v
+        _, k, v = self.project_qkv(x)
+        return k, v
 
-    def forward(
-        self, x: Tensor, bias: Tensor | None = None, allowed: Tensor | None = None
-    ) -> Tensor:
-        """Self-attention inside each group: ``(B, G, T, C) -> (B, G, T, C)``."""
-        q, k, v = self.project_qkv(x)
-        out: Tensor = self.proj(self.attend(q, k, v, bias=bias, allowed=allowed))
-        return out
+    def attend(self, q: Tensor, *sources: KeySource) -> Tensor:
+        """Grouped queries ``(B, G, Tq, C)`` over ``sources`` -> ``(B, G, Tq, C)``, unprojected."""
+        return attend(q, sources, self.heads)
+
+    def projection_macs(self, tokens: int) -> int:
+        """MACs of the q, k, v and output projections on ``tokens`` tokens (fused layout)."""
+        return linear_macs(tokens, self.dim, 3 * self.dim) + linear_macs(tokens, self.dim, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, heads={self.heads}"
 
 
 def check_dim_heads(dim: int, heads: int) -> None:
     """Raise a ValueError naming the argument when ``dim`` cannot be split into ``heads``."""
-    if dim < 1:
-        raise ValueError(f"dim must be a positive integer, got dim={dim}")
-    if heads < 1:
-        raise ValueError(f"heads must be a positive integer, got heads={heads}")
+    for name, value in (("dim", dim), ("heads", heads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
     if dim % heads != 0:
         allowed = [h for h in range(1, dim + 1) if dim % h == 0]
         raise ValueError(
@@ -145,3 +218,10 @@ def attention_macs(tokens_q: int, tokens_k: int, dim: int) -> int:
 def linear_macs(tokens: int, dim_in: int, dim_out: int) -> int:
     """MACs of a Linear (or 1x1 conv) on ``tokens`` tokens; the bias add is not counted."""
     return tokens * dim_in * dim_out
+
+
+__all__ = [
+    "AttentionMixer", "KeySource", "attend", "attention_macs", "check_dim_heads",
+    "combined_mask", "explicit_attention", "linear_macs", "reference_math",
+    "using_reference_math",
+]

@@ -43,25 +43,15 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from minilg.attention.base import TokenMixer
-from minilg.attention.core import (
-    attention,
-    attention_macs,
-    check_dim_heads,
-    linear_macs,
-    merge_heads,
-    split_heads,
-)
+from minilg.attention import grouping
+from minilg.attention.base import check_size
+from minilg.attention.core import AttentionMixer, KeySource, attention_macs, linear_macs
+from minilg.attention.grouping import allowed_from_labels, padded_size, padding_labels
 from minilg.attention.position import RelativePositionBias
-from minilg.attention.windows import (
-    allowed_from_labels,
-    pad_to_multiple,
-    padded_size,
-    padding_labels,
-)
 
 Branches = Literal["glance+gaze", "glance", "gaze"]
 BRANCHES: tuple[str, ...] = get_args(Branches)
@@ -125,9 +115,7 @@ def dilated_split(x: Tensor, partition: int | tuple[int, int]) -> Tensor:
     member ``a M_w + b`` (row-major over ``(a, b)``), exactly the partition
     ``z^{dagger,i,j}`` of Eq. 8.
     """
-    mh, mw = check_partition(partition)
-    x = pad_to_multiple(x, (mh, mw))
-    return rearrange(x, "b (mh dh) (mw dw) c -> b (dh dw) (mh mw) c", mh=mh, mw=mw)
+    return grouping.dilated_split(x, check_partition(partition))
 
 
 def dilated_merge(
@@ -139,10 +127,7 @@ def dilated_merge(
     padding added by the split is cropped, so ``dilated_merge(dilated_split(x, M), M, (H, W))``
     is ``x`` exactly.
     """
-    mh, mw = check_partition(partition)
-    dh, _ = dilation_rate(size, (mh, mw))
-    x = rearrange(parts, "b (dh dw) (mh mw) c -> b (mh dh) (mw dw) c", dh=dh, mh=mh, mw=mw)
-    return x[:, : size[0], : size[1]]
+    return grouping.dilated_merge(parts, check_partition(partition), size)
 
 
 def effective_partition(
@@ -193,6 +178,7 @@ def gg_msa_macs(
     """
     if branches not in BRANCHES:
         raise ValueError(f"branches must be one of {BRANCHES}, got branches={branches!r}")
+    height, width = check_size(height, width)
     tokens = height * width
     kh, kw = check_gaze_kernel(gaze_kernel)
     gaze = kh * kw * tokens * dim if branches != "glance" else 0
@@ -211,7 +197,7 @@ def gg_msa_macs(
 # --------------------------------------------------------------------------------------------
 
 
-class GlanceGazeAttention(TokenMixer):
+class GlanceGazeAttention(AttentionMixer):
     """GG-MSA (GG Fig. 2, Eqs. 6-14): ``(B, H, W, C) -> (B, H, W, C)``.
 
     ``out = W^o (Merge(MSA(Split(Q), Split(K), Split(V))) + DWConv_k(V))``
@@ -239,19 +225,16 @@ class GlanceGazeAttention(TokenMixer):
         qkv_bias: bool = True,
         position_bias: bool = True,
     ) -> None:
-        super().__init__()
-        check_dim_heads(dim, heads)
         if branches not in BRANCHES:
             raise ValueError(f"branches must be one of {BRANCHES}, got branches={branches!r}")
-        self.dim = dim
-        self.heads = heads
+        # Q, K, V for the Glance branch; V alone when only the Gaze branch is kept.
+        super().__init__(dim, heads, qkv_bias=qkv_bias,
+                         projections="v" if branches == "gaze" else "qkv")
         self.partition = check_partition(partition)
         self.gaze_kernel = check_gaze_kernel(gaze_kernel)
         self.branches: Branches = branches
         self.glance = branches != "gaze"
         self.gaze = branches != "glance"
-        # Q, K, V for the Glance branch; V alone when only the Gaze branch is kept.
-        self.qkv = nn.Linear(dim, (3 if self.glance else 1) * dim, bias=qkv_bias)
         self.position_bias = (
             RelativePositionBias(heads, self.partition) if self.glance and position_bias else None
         )
@@ -260,21 +243,29 @@ class GlanceGazeAttention(TokenMixer):
             kh, kw = self.gaze_kernel
             self.gaze_conv = nn.Conv2d(dim, dim, self.gaze_kernel, padding=(kh // 2, kw // 2),
                                        groups=dim, bias=True)
-        self.proj = nn.Linear(dim, dim)
+
+    def partition_mask(self, size: tuple[int, int], device: torch.device) -> Tensor | None:
+        """``(d_h d_w, 1, M'^2, M'^2)`` mask of padded partition slots, or ``None`` (cached)."""
+        partition = effective_partition(size, self.partition)
+        if padded_size(size[0], partition[0]) * padded_size(size[1], partition[1]) == (
+            size[0] * size[1]
+        ):
+            return None
+
+        def build() -> Tensor:
+            labels = padding_labels(size, partition)[None, :, :, None]
+            return allowed_from_labels(dilated_split(labels, partition)[0, :, :, 0]).to(device)
+
+        return self.geometry(("partition_mask", size), device, build)
 
     def glance_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Glance (Eqs. 6-10): ``3 x (B, H, W, C) -> (B, H, W, C)``, no output projection."""
         _, height, width, _ = q.shape
         size = (height, width)
         partition = effective_partition(size, self.partition)
-        q, k, v = (split_heads(dilated_split(t, partition), self.heads) for t in (q, k, v))
-        # q, k, v: (B, d_h d_w, heads, M'^2, C/heads)
+        q, k, v = (dilated_split(t, partition) for t in (q, k, v))  # (B, d_h d_w, M'^2, C)
         bias = self.position_bias(partition) if self.position_bias is not None else None
-        allowed = None
-        if padded_size(height, partition[0]) * padded_size(width, partition[1]) != height * width:
-            labels = dilated_split(padding_labels(size, partition)[None, :, :, None], partition)
-            allowed = allowed_from_labels(labels[0, :, :, 0]).to(q.device)
-        out = merge_heads(attention(q, k, v, bias=bias, allowed=allowed))
+        out = self.attend(q, KeySource(k, v, bias, self.partition_mask(size, q.device)))
         return dilated_merge(out, partition, size)
 
     def gaze_convolution(self, v: Tensor) -> Tensor:
@@ -287,7 +278,7 @@ class GlanceGazeAttention(TokenMixer):
         self.check_input(x)
         if not self.glance:  # Gaze only
             return self.proj(self.gaze_convolution(self.qkv(x)))  # type: ignore[no-any-return]
-        q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (B, H, W, C)
+        q, k, v = self.project_qkv(x)  # each (B, H, W, C)
         out = self.glance_attention(q, k, v)
         if self.gaze:
             out = out + self.gaze_convolution(v)

@@ -34,9 +34,12 @@ def relative_position_index(
     """
     qh, qw = query_grid
     kh, kw = key_grid if key_grid is not None else query_grid
-    (_, table_qw), (table_kh, table_kw) = table_grids or ((qh, qw), (kh, kw))
-    if kh > table_kh or kw > table_kw or qw > table_qw:
-        raise ValueError(f"grid {query_grid}x{key_grid} does not fit the table {table_grids}")
+    (table_qh, table_qw), (table_kh, table_kw) = table_grids or ((qh, qw), (kh, kw))
+    if kh > table_kh or kw > table_kw or qw > table_qw or qh > table_qh:
+        raise ValueError(
+            f"query grid {query_grid} against key grid {key_grid} does not fit the relative "
+            f"position table built for {table_grids}; build the mixer for the larger size"
+        )
     qy, qx = torch.meshgrid(torch.arange(qh), torch.arange(qw), indexing="ij")
     ky, kx = torch.meshgrid(torch.arange(kh), torch.arange(kw), indexing="ij")
     dy = qy.reshape(-1, 1) - ky.reshape(1, -1) + (table_kh - 1)  # >= 0
@@ -70,15 +73,27 @@ class RelativePositionBias(nn.Module):
             "index", relative_position_index(query_grid, key_grid), persistent=False
         )
 
-    def forward(self, query_grid: tuple[int, int] | None = None) -> Tensor:
+    def forward(
+        self, query_grid: tuple[int, int] | None = None, key_grid: tuple[int, int] | None = None
+    ) -> Tensor:
         """Returns the bias ``(heads, Tq, Tk)``.
 
-        ``query_grid`` (self-attention only) selects a smaller window than the table's, used when
-        a window is clipped to a feature map smaller than itself.
+        ``query_grid`` / ``key_grid`` select smaller grids than the table's (a window clipped to
+        a feature map smaller than itself; full attention on a smaller map). Their indices into
+        the table are built once per size and device. Larger grids than the table's raise a
+        ValueError naming both.
         """
+        query_grid = query_grid if query_grid is not None else self.query_grid
+        key_grid = key_grid if key_grid is not None else (
+            query_grid if self.query_grid == self.key_grid else self.key_grid
+        )
         index = self.index
-        if query_grid is not None and query_grid != self.query_grid:
-            index = relative_position_index(
-                query_grid, query_grid, (self.query_grid, self.key_grid)
-            ).to(self.bias_table.device)
+        if (query_grid, key_grid) != (self.query_grid, self.key_grid):
+            cache: dict[tuple[object, ...], Tensor] = self.__dict__.setdefault("_index_cache", {})
+            key = (query_grid, key_grid, str(self.bias_table.device))
+            if key not in cache:
+                cache[key] = relative_position_index(
+                    query_grid, key_grid, (self.query_grid, self.key_grid)
+                ).to(self.bias_table.device)
+            index = cache[key]
         return rearrange(self.bias_table[index], "tq tk heads -> heads tq tk")

@@ -19,20 +19,14 @@ from __future__ import annotations
 from einops import rearrange
 from torch import Tensor, nn
 
-from minilg.attention.base import TokenMixer
-from minilg.attention.core import (
-    attention,
-    attention_macs,
-    check_dim_heads,
-    linear_macs,
-    merge_heads,
-    split_heads,
-)
-from minilg.attention.windows import pad_to_multiple, padded_size
+from minilg.attention.base import check_size
+from minilg.attention.core import AttentionMixer, KeySource, attention_macs, linear_macs
+from minilg.attention.grouping import pad_to_multiple, padded_size
 
 
 def sra_macs(height: int, width: int, dim: int, reduction: int) -> int:
     """Closed-form MACs of :class:`SpatialReductionAttention` (see module docstring)."""
+    height, width = check_size(height, width)
     tokens = height * width
     reduced = padded_size(height, reduction) * padded_size(width, reduction) // reduction**2
     conv = reduced * reduction**2 * dim * dim if reduction > 1 else 0
@@ -45,25 +39,19 @@ def sra_macs(height: int, width: int, dim: int, reduction: int) -> int:
     )
 
 
-class SpatialReductionAttention(TokenMixer):
+class SpatialReductionAttention(AttentionMixer):
     """PVT's SRA: ``(B, H, W, C) -> (B, H, W, C)`` with keys/values reduced by ``R`` per side."""
 
     def __init__(self, dim: int, heads: int, reduction: int = 1, qkv_bias: bool = True) -> None:
-        super().__init__()
-        check_dim_heads(dim, heads)
-        if not isinstance(reduction, int) or reduction < 1:
+        super().__init__(dim, heads, qkv_bias=qkv_bias, projections="q_kv")
+        if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
             raise ValueError(f"reduction must be a positive integer, got reduction={reduction!r}")
-        self.dim = dim
-        self.heads = heads
         self.reduction = reduction
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
         self.reduce: nn.Module = nn.Identity()
         self.norm: nn.Module = nn.Identity()
         if reduction > 1:
             self.reduce = nn.Conv2d(dim, dim, kernel_size=reduction, stride=reduction)
-            self.norm = nn.LayerNorm(dim)
+            self.norm = nn.LayerNorm(dim, eps=1e-6)
 
     def reduced_tokens(self, x: Tensor) -> Tensor:
         """``(B, H, W, C) -> (B, N', C)``: the reduced key/value tokens (before projection)."""
@@ -77,13 +65,10 @@ class SpatialReductionAttention(TokenMixer):
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         height = x.shape[1]
-        q = self.q(rearrange(x, "b h w c -> b 1 (h w) c"))
-        k, v = self.kv(self.reduced_tokens(x)[:, None]).chunk(2, dim=-1)
-        out = attention(split_heads(q, self.heads), split_heads(k, self.heads),
-                        split_heads(v, self.heads))
-        out = self.proj(merge_heads(out))
-        grid: Tensor = rearrange(out, "b 1 (h w) c -> b h w c", h=height)
-        return grid
+        q = self.q(rearrange(x, "b h w c -> b 1 (h w) c"))  # one group: every token
+        k, v = self.project_kv(self.reduced_tokens(x)[:, None])
+        out: Tensor = self.proj(self.attend(q, KeySource(k, v)))
+        return rearrange(out, "b 1 (h w) c -> b h w c", h=height)
 
     def macs(self, height: int, width: int) -> int:
         return sra_macs(height, width, self.dim, self.reduction)

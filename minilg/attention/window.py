@@ -21,22 +21,24 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from minilg.attention.base import TokenMixer
-from minilg.attention.core import GroupAttention, attention_macs, check_dim_heads, linear_macs
-from minilg.attention.position import RelativePositionBias
-from minilg.attention.windows import (
+from minilg.attention.base import check_size
+from minilg.attention.core import AttentionMixer, KeySource, attention_macs, linear_macs
+from minilg.attention.grouping import (
     allowed_from_labels,
     as_pair,
     pad_to_multiple,
     padded_size,
     padding_labels,
+    window_labels,
     window_partition,
     window_reverse,
 )
+from minilg.attention.position import RelativePositionBias
 
 
 def window_msa_macs(height: int, width: int, dim: int, window: tuple[int, int]) -> int:
     """``4 N C^2 + 2 M^2 Np C``: projections on ``N = HW`` tokens, attention on ``Np = HpWp``."""
+    height, width = check_size(height, width)
     mh, mw = min(window[0], height), min(window[1], width)
     padded_tokens = padded_size(height, mh) * padded_size(width, mw)
     tokens = height * width
@@ -68,7 +70,7 @@ def shifted_window_labels(
     return torch.where(rolled_padding < 0, rolled_padding, region)
 
 
-class WindowAttention(TokenMixer):
+class WindowAttention(AttentionMixer):
     """W-MSA (``shift=0``) or SW-MSA (``shift>0``, usually ``M//2``): ``(B,H,W,C) -> (B,H,W,C)``.
 
     Args:
@@ -89,16 +91,12 @@ class WindowAttention(TokenMixer):
         qkv_bias: bool = True,
         position_bias: bool = True,
     ) -> None:
-        super().__init__()
-        check_dim_heads(dim, heads)
-        self.dim = dim
-        self.heads = heads
+        super().__init__(dim, heads, qkv_bias=qkv_bias)
         self.window = as_pair(window, "window")
-        shift_pair = (shift, shift) if isinstance(shift, int) else shift
-        if not all(0 <= s < m for s, m in zip(shift_pair, self.window, strict=True)):
+        shift_pair = as_pair(shift, "shift", minimum=0)
+        if not all(s < m for s, m in zip(shift_pair, self.window, strict=True)):
             raise ValueError(f"shift must satisfy 0 <= shift < window={self.window}, got {shift}")
-        self.shift = (int(shift_pair[0]), int(shift_pair[1]))
-        self.attn = GroupAttention(dim, heads, qkv_bias=qkv_bias)
+        self.shift = shift_pair
         self.position_bias = RelativePositionBias(heads, self.window) if position_bias else None
 
     def effective(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -110,32 +108,42 @@ class WindowAttention(TokenMixer):
         )
         return window, shift
 
+    def window_mask(self, size: tuple[int, int], device: torch.device) -> Tensor | None:
+        """``(nWindows, 1, M^2, M^2)`` allowed pairs (shift regions, padding), or ``None``.
+
+        Built once per map size and device (:meth:`TokenMixer.geometry`).
+        """
+        window, shift = self.effective(*size)
+        padded = (padded_size(size[0], window[0]), padded_size(size[1], window[1]))
+        if shift == (0, 0) and padded == size:
+            return None
+
+        def build() -> Tensor:
+            labels = shifted_window_labels(size, window, shift)
+            return allowed_from_labels(window_labels(labels, window)).to(device)
+
+        return self.geometry(("window_mask", size), device, build)
+
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         _, height, width, _ = x.shape
         window, shift = self.effective(height, width)
-        qkv = pad_to_multiple(self.attn.qkv(x), window)  # (B, Hp, Wp, 3C)
+        qkv = pad_to_multiple(self.qkv(x), window)  # (B, Hp, Wp, 3C)
         padded = (qkv.shape[1], qkv.shape[2])
         if shift != (0, 0):
             qkv = torch.roll(qkv, shifts=(-shift[0], -shift[1]), dims=(1, 2))
         q, k, v = window_partition(qkv, window).chunk(3, dim=-1)  # each (B, nW, M*M, C)
-
         bias = self.position_bias(window) if self.position_bias is not None else None
-        allowed = None
-        if shift != (0, 0) or padded != (height, width):
-            labels = shifted_window_labels((height, width), window, shift).to(x.device)
-            allowed = allowed_from_labels(_window_labels(labels, window))
-        out = window_reverse(self.attn.attend(q, k, v, bias=bias, allowed=allowed), window, padded)
+        allowed = self.window_mask((height, width), x.device)
+        out = window_reverse(self.attend(q, KeySource(k, v, bias, allowed)), window, padded)
         if shift != (0, 0):
             out = torch.roll(out, shifts=shift, dims=(1, 2))
-        projected: Tensor = self.attn.proj(out[:, :height, :width])
+        projected: Tensor = self.proj(out[:, :height, :width])
         return projected
 
     def macs(self, height: int, width: int) -> int:
         """``4 N C^2 + 2 M^2 Np C`` (GG Eq. 12, Swin Eq. 2); see the module docstring."""
         return window_msa_macs(height, width, self.dim, self.window)
 
-
-def _window_labels(labels: Tensor, window: tuple[int, int]) -> Tensor:
-    """``(Hp, Wp)`` labels -> ``(nWindows, Mh*Mw)`` labels, in window_partition's order."""
-    return window_partition(labels[None, :, :, None], window)[0, :, :, 0]
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, heads={self.heads}, window={self.window}, shift={self.shift}"

@@ -69,6 +69,8 @@ def gaze_kernel_for(
     """The Gaze kernel of the block ``spec``: adaptive, one for all stages, or one per stage."""
     if gaze_kernel == "adaptive":
         return adaptive_gaze_kernel(spec.feature_size, partition)
+    if isinstance(gaze_kernel, list):  # JSON (``--model-kwargs``) gives lists
+        gaze_kernel = tuple(gaze_kernel)
     if isinstance(gaze_kernel, tuple):
         if len(gaze_kernel) != num_stages:
             raise ValueError(
@@ -91,9 +93,12 @@ def check_config(
     if branches not in MODEL_BRANCHES:
         raise ValueError(f"branches must be one of {MODEL_BRANCHES}, got branches={branches!r}")
     check_partition(partition)
-    if gaze_kernel != "adaptive" and not isinstance(gaze_kernel, tuple):
+    if gaze_kernel != "adaptive" and not isinstance(gaze_kernel, (tuple, list)):
         check_gaze_kernel(gaze_kernel)
-    bad = [s for s in msa_stages if not 0 <= s < num_stages]
+    if not isinstance(msa_stages, (tuple, list)):
+        raise ValueError(f"msa_stages must be a list of stage indices, got {msa_stages!r}")
+    bad = [s for s in msa_stages if isinstance(s, bool) or not isinstance(s, int)
+           or not 0 <= s < num_stages]
     if bad:
         raise ValueError(
             f"msa_stages are 0-based stage indices in [0, {num_stages}), got {msa_stages}"
@@ -110,7 +115,10 @@ def build_gg(config: GGConfig) -> HierarchicalBackbone:
     def mixer(spec: BlockSpec) -> TokenMixer:
         odd = spec.index % 2 == 1
         if spec.stage in config.msa_stages:
-            return FullAttention(spec.dim, spec.heads)
+            # With Swin's relative position bias over the whole map (at the nominal size), so
+            # "MSA in stages 3-4" keeps the position information the window rows have there.
+            bias = spec.feature_size if config.position_bias else None
+            return FullAttention(spec.dim, spec.heads, position_bias=bias)
         if config.branches == "window" or (config.branches == "glance+window" and odd):
             shift = m // 2 if config.branches == "window" and odd else 0
             return WindowAttention(spec.dim, spec.heads, m, shift=shift,

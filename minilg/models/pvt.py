@@ -25,6 +25,7 @@ from minilg.registry import register_model, with_overrides
 @dataclass(frozen=True)
 class SRAConfig(HierarchicalConfig):
     reductions: tuple[int, ...] = (8, 4, 2, 1)
+    norm_eps: float = 1e-6  # PVT's LayerNorm eps
 
 
 def build_sra(config: SRAConfig) -> HierarchicalBackbone:
@@ -42,4 +43,5 @@ def build_sra(config: SRAConfig) -> HierarchicalBackbone:
 @register_model("sra_mini", family="pvt", mini=True)
 def sra_mini(**overrides: Any) -> HierarchicalBackbone:
     """CPU-trainable hierarchical model with PVT's SRA (R = 8, 4, 2, 1): global but coarse."""
-    return build_sra(with_overrides(SRAConfig(**vars(MINI_FRAME)), overrides))
+    frame = {**vars(MINI_FRAME), "norm_eps": 1e-6}
+    return build_sra(with_overrides(SRAConfig(**frame), overrides))
