@@ -34,7 +34,8 @@ def brute_force(
         for g in range(groups):
             for t in range(tokens_q):
                 for h in range(heads):
-                    keys, values, logits = [], [], []
+                    values: list[torch.Tensor] = []
+                    logits: list[float] = []
                     for s in sources:
                         k = s.k.expand(batch, groups, -1, -1)[b, g, :, h * d:(h + 1) * d]
                         v = s.v.expand(batch, groups, -1, -1)[b, g, :, h * d:(h + 1) * d]
