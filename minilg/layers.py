@@ -115,13 +115,15 @@ class PatchEmbed(nn.Module):
     are zero-padded on the bottom/right. MACs: ``H' W' P^2 C_in C``.
     """
 
-    def __init__(self, in_chans: int, dim: int, patch: int, norm: bool = True) -> None:
+    def __init__(
+        self, in_chans: int, dim: int, patch: int, norm: bool = True, eps: float = 1e-5
+    ) -> None:
         super().__init__()
         if patch < 1:
             raise ValueError(f"patch size must be >= 1, got patch={patch}")
         self.in_chans, self.dim, self.patch = in_chans, dim, patch
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
-        self.norm: nn.Module = nn.LayerNorm(dim) if norm else nn.Identity()
+        self.norm: nn.Module = nn.LayerNorm(dim, eps=eps) if norm else nn.Identity()
 
     def out_size(self, height: int, width: int) -> tuple[int, int]:
         patch = self.patch
@@ -151,10 +153,10 @@ class PatchMerging(nn.Module):
     MACs: ``H' W' 4C C_out``.
     """
 
-    def __init__(self, dim: int, out_dim: int) -> None:
+    def __init__(self, dim: int, out_dim: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.dim, self.out_dim = dim, out_dim
-        self.norm = nn.LayerNorm(4 * dim)
+        self.norm = nn.LayerNorm(4 * dim, eps=eps)
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
 
     def out_size(self, height: int, width: int) -> tuple[int, int]:
