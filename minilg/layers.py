@@ -204,7 +204,22 @@ class Block(nn.Module):
         self.scale2: nn.Module = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path = DropPath(drop_path)
 
+    #: Without autograd, batches whose map holds more elements than this run in slices of
+    #: samples, so the block's transient memory (qkv, windows, the MLP's 4C hidden layer) stays
+    #: bounded at any batch size. Samples are independent, so the output is the same.
+    inference_chunk_elements: int = 1 << 23
+
     def forward(self, x: Tensor) -> Tensor:
+        per_sample = x[0].numel() if x.shape[0] else 1
+        if torch.is_grad_enabled() or x.numel() <= self.inference_chunk_elements:
+            return self._forward(x)
+        out = torch.empty_like(x)
+        step = max(1, self.inference_chunk_elements // per_sample)
+        for start in range(0, x.shape[0], step):
+            out[start : start + step] = self._forward(x[start : start + step])
+        return out
+
+    def _forward(self, x: Tensor) -> Tensor:
         x = x + self.drop_path(self.scale1(self.mixer(self.norm1(x))))
         out: Tensor = x + self.drop_path(self.scale2(self.mlp(self.norm2(x))))
         return out

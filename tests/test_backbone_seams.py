@@ -173,3 +173,16 @@ def test_mixers_reject_non_integer_sizes(bad: object) -> None:
 
 def test_mlp_accepts_token_rows() -> None:
     assert Mlp(8)(torch.randn(2, 3, 8)).shape == (2, 3, 8)
+
+
+def test_inference_in_sample_slices_equals_one_pass() -> None:
+    from minilg.layers import Block
+
+    torch.manual_seed(0)
+    block = Block(16, WindowAttention(16, 2, 4, shift=2), Mlp(16)).eval()
+    x = torch.randn(5, 9, 7, 16)
+    with torch.no_grad():
+        whole = block(x)
+        block.inference_chunk_elements = 2 * 9 * 7 * 16  # slices of two samples
+        sliced = block(x)
+    torch.testing.assert_close(sliced, whole, rtol=0, atol=1e-6)
