@@ -127,7 +127,8 @@ def attend(q: Tensor, sources: Sequence[KeySource], heads: int) -> Tensor:
 def _concat_keys(sources: Sequence[KeySource], batch: int, groups: int) -> tuple[Tensor, Tensor]:
     """Keys and values of all sources along the token axis (no copy for a single source)."""
     if len(sources) == 1:
-        return sources[0].k.expand(batch, groups, -1, -1), sources[0].v.expand(batch, groups, -1, -1)
+        only = sources[0]
+        return only.k.expand(batch, groups, -1, -1), only.v.expand(batch, groups, -1, -1)
     k = torch.cat([s.k.expand(batch, groups, -1, -1) for s in sources], dim=2)
     v = torch.cat([s.v.expand(batch, groups, -1, -1) for s in sources], dim=2)
     return k, v
