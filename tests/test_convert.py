@@ -399,6 +399,9 @@ def test_official_yaml_maps_to_constructor_arguments(tmp_path: Path) -> None:
                       "drop_path_rate": 0.0, "embed_dim": 128, "depths": [2, 2, 2, 2],
                       "num_heads": [1, 2, 4, 8], "window_size": 12, "use_checkpoint": False,
                       "fused_window_process": False}
+    for dataset, classes in (("imagenet22K", 21841), ("imagenet", 1000)):  # as data/build.py
+        nested = {"DATA": {"DATASET": dataset}, "MODEL": {"SWIN": {"EMBED_DIM": 96}}}
+        assert yaml_to_kwargs(nested)["num_classes"] == classes
     with pytest.raises(ConversionError, match=r"MODEL.TYPE='swinv2'"):
         yaml_to_kwargs({"MODEL": {"TYPE": "swinv2"}})
     with pytest.raises(ConversionError, match=r"unknown MODEL.SWIN key\(s\) \['EMBED_DIMS'\]"):

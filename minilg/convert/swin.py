@@ -52,7 +52,9 @@ Official YAML configs (``configs/swin/*.yaml``) map to constructor arguments as 
 ``models/build.py`` does (``DATA.IMG_SIZE -> img_size``, ``MODEL.NUM_CLASSES``,
 ``MODEL.DROP_RATE``, ``MODEL.DROP_PATH_RATE``, ``MODEL.SWIN.<NAME> -> <name>``,
 ``TRAIN.USE_CHECKPOINT``, ``FUSED_WINDOW_PROCESS``); values the file leaves out come from the
-training ``config.py``, whose Swin defaults equal the constructor's. See :func:`yaml_to_kwargs`.
+training ``config.py``, whose Swin defaults equal the constructor's, and the number of classes
+follows ``DATA.DATASET`` as in the official training script (21841 for ``imagenet22K``). See
+:func:`yaml_to_kwargs`.
 """
 
 from __future__ import annotations
@@ -388,7 +390,9 @@ def yaml_to_kwargs(nested: Mapping[str, Any]) -> dict[str, Any]:
     ``DATA.IMG_SIZE``, ``MODEL.NUM_CLASSES``, ``MODEL.DROP_RATE``, ``MODEL.DROP_PATH_RATE``,
     ``TRAIN.USE_CHECKPOINT``, ``FUSED_WINDOW_PROCESS`` and ``MODEL.SWIN.<NAME>`` (lower-cased);
     values the file leaves out take the training ``config.py`` defaults (equal to the
-    constructor's for Swin). ``MODEL.TYPE`` must be ``swin``; an unknown ``MODEL.SWIN`` key is an
+    constructor's for Swin), except ``num_classes``, which the official training script sets
+    from ``DATA.DATASET`` (21841 for ``imagenet22K``, else 1000) unless the file gives
+    ``MODEL.NUM_CLASSES``. ``MODEL.TYPE`` must be ``swin``; an unknown ``MODEL.SWIN`` key is an
     error. Training settings (``TRAIN.*`` otherwise, ``AUG``, ``TEST``, ...) are ignored.
     """
     model = nested.get("MODEL") or {}
@@ -401,6 +405,9 @@ def yaml_to_kwargs(nested: Mapping[str, Any]) -> dict[str, Any]:
         for part in path:
             node = node.get(part) if isinstance(node, Mapping) else None
         out[name] = default if node is None else node
+    if model.get("NUM_CLASSES") is None:  # the official data/build.py sets it per data set
+        dataset = (nested.get("DATA") or {}).get("DATASET", "imagenet")
+        out["num_classes"] = 21841 if dataset == "imagenet22K" else 1000
     swin = model.get("SWIN") or {}
     unknown = sorted(set(swin) - {n.upper() for n in _YAML_SWIN})
     if unknown:
