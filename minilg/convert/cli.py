@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -70,8 +71,7 @@ def read_checkpoint(path: str) -> Mapping[str, Tensor]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConversionError(f"cannot read {path} with weights_only=True: {message}") from e
+        raise ConversionError(f"cannot read {path} with weights_only=True: {_reason(e)}") from e
     if not isinstance(checkpoint, Mapping):
         raise ConversionError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
     state = unwrap_checkpoint(checkpoint)
@@ -114,3 +114,14 @@ def cli_convert(argv: list[str]) -> int:
 
 def _one_line(error: Exception) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def _reason(error: Exception) -> str:
+    """The informative line of a ``torch.load`` failure (the pickled class it refused)."""
+    text = str(error)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return (f"it pickles {found[1]}, which is not a tensor; keep only the weights (in a "
+                f"trusted environment: torch.save({{'model': ckpt['model']}}, path))")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
