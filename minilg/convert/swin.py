@@ -59,6 +59,7 @@ follows ``DATA.DATASET`` as in the official training script (21841 for ``imagene
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Mapping
@@ -124,9 +125,9 @@ def resolve_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str,
         raise ConversionError(
             f"unknown SwinTransformer argument(s) {unknown}; known: {sorted(known)}"
         )
-    defaults = {
+    defaults = copy.deepcopy({
         k: v for k, v in OFFICIAL_DEFAULTS.items() if k not in config and k not in WITHOUT_EFFECT
-    }
+    })
     cfg = {**OFFICIAL_DEFAULTS, **config}
     norm = cfg.pop("norm_layer", nn.LayerNorm)
     if norm is not nn.LayerNorm and norm not in ("LayerNorm", "nn.LayerNorm"):
