@@ -147,7 +147,8 @@ def check_levels(window: int, levels: Sequence[Sequence[int]]) -> tuple[Level, .
 
 
 def ring_width(window: int, level: Level) -> int:
-    """Tokens (of that level's granularity) added on each side of the window: ``(s_r - s_p/s_w)/2``."""
+    """Tokens (of the level's granularity) added on each side of the window,
+    ``(s_r - s_p/s_w) / 2``."""
     return (level[1] - window // level[0]) // 2
 
 
@@ -334,11 +335,12 @@ class FocalAttention(AttentionMixer):
         self.levels = check_levels(window, levels)
         self.window = window
         for name, value, allowed in (("follow", follow, FOLLOW), ("pool", pool, POOL),
-                                     ("position_bias", position_bias, POSITION_BIAS + (None,))):
+                                     ("position_bias", position_bias, (*POSITION_BIAS, None))):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {name}={value!r}")
         if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift < window:
-            raise ValueError(f"shift must be an int with 0 <= shift < window={window}, got {shift!r}")
+            raise ValueError(
+                f"shift must be an int with 0 <= shift < window={window}, got shift={shift!r}")
         self.follow: Follow = follow
         self.bias_kind: PositionBias = position_bias or follow
         if follow == "official" and self.bias_kind == "paper":
@@ -398,7 +400,8 @@ class FocalAttention(AttentionMixer):
         if official and e:
             fine = fine[:, torch.cat([window_cells(ws, e), official_ring_slots(ws, e)])]
         rows = hp * wp if official else height * width
-        index, allowed, pad_bias = [_zero_slot(fine, rows)], [_allowed(fine, official)], [None]
+        index, allowed = [_zero_slot(fine, rows)], [_allowed(fine, official)]
+        pad_bias: list[Tensor | None] = [None]
         for s_w, s_r in self.levels[1:]:
             cells = torch.arange((hp // s_w) * (wp // s_w), device="cpu").view(hp // s_w, -1)
             if not official:  # pooled tokens made only of padding are masked

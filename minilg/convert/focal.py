@@ -13,13 +13,15 @@ does not wrap around the border.
 
 Key map (``s`` stage, ``i`` block, ``k`` pooled level)::
 
-    patch_embed.proj / .norm                     -> stem.proj (stem.conv with use_conv_embed) / .norm
-    layers.s.blocks.i.norm1 / norm2 / mlp.fc1 / mlp.fc2 -> stages.s.blocks.i.(same)
-    layers.s.blocks.i.attn.qkv / proj            -> stages.s.blocks.i.mixer.qkv / proj
-    ...attn.relative_position_bias_table         -> ...mixer.window_bias.bias_table
-    ...attn.relative_position_bias_table_to_neighbors (1, h, 49, 132) -> ...mixer.ring_bias.bias_table
-    ...attn.relative_position_bias_table_to_windows.k (h, T) -> ...mixer.level_bias.k.bias_table (T, h)
-    layers.s.blocks.i.pool_layers.k              -> ...mixer.pools.k.fc.pool
+    patch_embed.proj / .norm               -> stem.proj (stem.conv if use_conv_embed) / .norm
+    layers.s.blocks.i.(norm1|norm2|mlp)    -> stages.s.blocks.i.(same)
+    layers.s.blocks.i.attn.(qkv|proj)      -> stages.s.blocks.i.mixer.(qkv|proj)
+    ...attn.relative_position_bias_table   -> ...mixer.window_bias.bias_table
+    ...attn.relative_position_bias_table_to_neighbors (1, h, 49, 132)
+                                           -> ...mixer.ring_bias.bias_table (h, 49, 132)
+    ...attn.relative_position_bias_table_to_windows.k (h, T)
+                                           -> ...mixer.level_bias.k.bias_table (T, h)
+    layers.s.blocks.i.pool_layers.k        -> ...mixer.pools.k.fc.pool
     layers.s.blocks.i.gamma_1 / gamma_2          -> ...scale1.gamma / scale2.gamma
     layers.s.downsample.proj / .norm             -> downsamples.s.conv / .norm
     norm, head                                   -> norm, head
@@ -64,7 +66,8 @@ RENAMES: tuple[tuple[str, str], ...] = (
     (r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.relative_position_bias_table_to_windows\.(\d+)$",
      r"stages.\1.blocks.\2.mixer.level_bias.\3.bias_table"),
     (r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.(qkv|proj)\.", r"stages.\1.blocks.\2.mixer.\3."),
-    (r"^layers\.(\d+)\.blocks\.(\d+)\.pool_layers\.(\d+)\.", r"stages.\1.blocks.\2.mixer.pools.\3.fc.pool."),
+    (r"^layers\.(\d+)\.blocks\.(\d+)\.pool_layers\.(\d+)\.",
+     r"stages.\1.blocks.\2.mixer.pools.\3.fc.pool."),
     (r"^layers\.(\d+)\.blocks\.(\d+)\.gamma_(\d)$", r"stages.\1.blocks.\2.scale\3.gamma"),
     (r"^layers\.(\d+)\.blocks\.(\d+)\.(norm1|norm2|mlp)\.", r"stages.\1.blocks.\2.\3."),
     (r"^layers\.(\d+)\.downsample\.proj\.", r"downsamples.\1.conv."),

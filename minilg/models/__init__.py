@@ -4,6 +4,6 @@ from minilg.models import deit, focal, gg, pvt, swin
 from minilg.models.backbone import BlockSpec, HierarchicalBackbone, IsotropicBackbone, ModelBase
 
 __all__ = [
-    "BlockSpec", "HierarchicalBackbone", "IsotropicBackbone", "ModelBase", "deit", "focal", "gg", "pvt",
-    "swin",
+    "BlockSpec", "HierarchicalBackbone", "IsotropicBackbone", "ModelBase", "deit", "focal", "gg",
+    "pvt", "swin",
 ]
