@@ -95,8 +95,12 @@ def test_learned_pooling_starts_as_the_mean() -> None:
 
 
 def fine_keys(mixer: FocalAttention, height: int, width: int) -> tuple[Tensor, Tensor | None]:
+    """Level 1's token indices per window (``-1``: zero slot outside the map) and mask."""
     geo = mixer.build_geometry(height, width, torch.device("cpu"))
-    return geo.index[0], geo.allowed[0]
+    fine = mixer.keys_per_window()[0]
+    rows = geo.padded[0] * geo.padded[1] if mixer.follow == "official" else height * width
+    index = torch.where(geo.index[:, :fine] < rows, geo.index[:, :fine], -1)
+    return index, None if geo.allowed is None else geo.allowed[..., :fine]
 
 
 def test_corner_window_gets_its_zero_padded_neighbourhood_in_paper_mode() -> None:
@@ -107,9 +111,9 @@ def test_corner_window_gets_its_zero_padded_neighbourhood_in_paper_mode() -> Non
     for row in range(-3, 10):
         for col in range(-3, 10):
             inside = 0 <= row < height and 0 <= col < width
-            expected.append(row * width + col if inside else height * width)  # zero slot
+            expected.append(row * width + col if inside else -1)
     assert index[0].tolist() == expected
-    assert allowed[0, 0, 0].tolist() == [e < height * width for e in expected]
+    assert allowed[0, 0, 0].tolist() == [e >= 0 for e in expected]
     assert int(allowed[0].sum()) == 10 * 10  # 169 slots, 100 inside the map
 
 
@@ -143,7 +147,7 @@ def test_paper_keys_are_a_subset_of_official_keys_inside_the_map() -> None:
     paper, _ = fine_keys(FocalAttention(8, 1, 7, FOCAL_T), 28, 28)
     official, _ = fine_keys(FocalAttention(8, 1, 7, FOCAL_T, follow="official"), 28, 28)
     for window in range(16):
-        real = {k for k in paper[window].tolist() if k < 28 * 28}
+        real = {k for k in paper[window].tolist() if k >= 0}
         assert real <= set(official[window].tolist())
 
 

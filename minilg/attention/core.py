@@ -104,8 +104,12 @@ def attend(q: Tensor, sources: Sequence[KeySource], heads: int) -> Tensor:
         masked get exactly zero.
     """
     batch, groups, tokens_q, _ = q.shape
-    k = torch.cat([s.k.expand(batch, groups, -1, -1) for s in sources], dim=2)
-    v = torch.cat([s.v.expand(batch, groups, -1, -1) for s in sources], dim=2)
+    if len(sources) == 1:  # no copy: one source is already the concatenation
+        k = sources[0].k.expand(batch, groups, -1, -1)
+        v = sources[0].v.expand(batch, groups, -1, -1)
+    else:
+        k = torch.cat([s.k.expand(batch, groups, -1, -1) for s in sources], dim=2)
+        v = torch.cat([s.v.expand(batch, groups, -1, -1) for s in sources], dim=2)
     mask = combined_mask(sources, tokens_q, q.dtype)
     has_key: Tensor | None = None
     if mask is not None and any(s.allowed is not None for s in sources):

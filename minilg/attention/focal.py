@@ -299,14 +299,15 @@ class Pooling(nn.Module):
 
 @dataclass(frozen=True)
 class FocalGeometry:
-    """Per map size: gather indices ``(nW, K)`` (``-1``: zero slot) and masks of every level."""
+    """Per map size, every level at once: the keys of window ``n`` are rows ``index[n]`` of the
+    fine map's tokens, then each pooled map's tokens, then one zero row (``-1`` slots)."""
 
     offset: int
     padded: tuple[int, int]
-    index: tuple[Tensor, ...]     # per level, into the flat map (fine) or the pooled map
-    allowed: tuple[Tensor | None, ...]   # paper: (nW, 1, 1, K) real slots
-    pad_bias: tuple[Tensor | None, ...]  # official pooled: (nW, 1, 1, K) -100 outside the map
-    shift_bias: Tensor | None     # official shift: (nW, 1, s_p^2, s_p^2) -100 across regions
+    index: Tensor                 # (nW, K) into the concatenated rows
+    allowed: Tensor | None        # paper: (nW, 1, 1, K) slots inside the map
+    pad_bias: Tensor | None       # official: (nW, 1, 1, K), -100 on pooled slots outside the map
+    shift_bias: Tensor | None     # official shift: (nW, 1, s_p^2, s_p^2), -100 across regions
 
 
 class FocalAttention(AttentionMixer):
@@ -399,9 +400,7 @@ class FocalAttention(AttentionMixer):
         fine = neighbourhood_labels(tokens, (ws, ws), (e, e), wrap=official)
         if official and e:
             fine = fine[:, torch.cat([window_cells(ws, e), official_ring_slots(ws, e)])]
-        rows = hp * wp if official else height * width
-        index, allowed = [_zero_slot(fine, rows)], [_allowed(fine, official)]
-        pad_bias: list[Tensor | None] = [None]
+        levels, rows = [fine], hp * wp if official else height * width
         for s_w, s_r in self.levels[1:]:
             cells = torch.arange((hp // s_w) * (wp // s_w), device="cpu").view(hp // s_w, -1)
             if not official:  # pooled tokens made only of padding are masked
@@ -409,20 +408,21 @@ class FocalAttention(AttentionMixer):
                 cells = torch.where(real.any(-1), cells, -1)
             span, f = ws // s_w, ring_width(ws, (s_w, s_r))
             pooled = neighbourhood_labels(cells, (span, span), (f, f))
-            index.append(_zero_slot(pooled, cells.numel()))
-            allowed.append(_allowed(pooled, official))
-            pad_bias.append((pooled < 0).float()[:, None, None, :] * OFFICIAL_PAD
-                            if official else None)
+            levels.append(torch.where(pooled < 0, pooled, pooled + rows))
+            rows += cells.numel()
+        index = torch.cat(levels, dim=1)
+        outside = (index < 0)[:, None, None, :]
+        pad_bias = outside.float() * OFFICIAL_PAD if official and bool(outside.any()) else None
         shift_bias = None
         if official and shift:
             labels = shifted_window_labels((hp, wp), (ws, ws), (shift, shift))
             regions = rearrange(labels, "(nh mh) (nw mw) -> (nh nw) (mh mw)", mh=ws, mw=ws)
             across = regions[:, :, None] != regions[:, None, :]
-            shift_bias = (across.float() * OFFICIAL_PAD)[:, None]
+            shift_bias = across.float()[:, None] * OFFICIAL_PAD
         return FocalGeometry(
-            offset, (hp, wp), tuple(t.to(device) for t in index),
-            tuple(None if t is None else t.to(device) for t in allowed),
-            tuple(None if t is None else t.to(device) for t in pad_bias),
+            offset, (hp, wp), torch.where(index < 0, rows, index).to(device),
+            None if official else (~outside).to(device),
+            None if pad_bias is None else pad_bias.to(device),
             None if shift_bias is None else shift_bias.to(device),
         )
 
@@ -450,42 +450,44 @@ class FocalAttention(AttentionMixer):
             (hp, wp), top = geo.padded, geo.offset
             q = F.pad(q, (0, 0, top, wp - width - top, top, hp - height - top))
         q = window_partition(q, (self.window, self.window))
-        sources = [self.fine_source(kv, geo)]
-        sources += [self.pooled_source(level, xp, geo) for level in range(1, len(self.levels))]
-        out = window_reverse(self.attend(q, *sources), (self.window, self.window), geo.padded)
+        maps = [kv] + [self.pooled_kv(level, xp) for level in range(1, len(self.levels))]
+        k, v = _gather(maps, geo.index)
+        out = self.attend(q, KeySource(k, v, self.position_bias(geo), geo.allowed))
+        out = window_reverse(out, (self.window, self.window), geo.padded)
         if shift and self.follow == "official":
             out = torch.roll(out, (shift, shift), dims=(1, 2))
         top = geo.offset
         projected: Tensor = self.proj(out[:, top : top + height, top : top + width])
         return projected
 
-    def fine_source(self, kv: Tensor, geo: FocalGeometry) -> KeySource:
-        """Level 1: the window and its ring (fine tokens), with their biases."""
-        k, v = _gather(kv, geo.index[0])
-        bias: Tensor | None = None
+    def pooled_kv(self, level: int, xp: Tensor) -> Tensor:
+        """Level ``l = level + 1``: pool (Eq. 1), then keys and values (Eq. 2): ``(B, h, w, 2C)``.
+
+        Pooled tokens get only the k, v part of the shared ``qkv`` projection."""
+        pooled = self.pools[level - 1](xp)
+        dim = self.dim
+        bias = None if self.qkv.bias is None else self.qkv.bias[dim:]
+        return F.linear(pooled, self.qkv.weight[dim:], bias)
+
+    def position_bias(self, geo: FocalGeometry) -> Tensor | None:
+        """``B = {B^l}`` of Eq. 3 for all keys: ``(heads, Tq, K)``, or ``(nW, heads, Tq, K)``
+        with the official padding / shift terms."""
+        parts: list[Tensor] = []
         if self.window_bias is not None:  # official: own window | ring slots
             own = self.window_bias()
             if geo.shift_bias is not None:
                 own = own + geo.shift_bias
-            parts = [own] if self.ring_bias is None else [
-                own, self.ring_bias.bias().expand(*own.shape[:-1], -1)]
-            bias = torch.cat(parts, dim=-1)
+            parts.append(own)
+            if self.ring_bias is not None:
+                parts.append(self.ring_bias.bias())
         elif self.fine_bias is not None:
-            bias = _bias_of(self.fine_bias)
-        return KeySource(k, v, bias, geo.allowed[0])
-
-    def pooled_source(self, level: int, xp: Tensor, geo: FocalGeometry) -> KeySource:
-        """Level ``l = level + 1``: pool (Eq. 1), project to k, v (Eq. 2), gather the region."""
-        pooled = self.pools[level - 1](xp)
-        dim = self.dim
-        bias_term = None if self.qkv.bias is None else self.qkv.bias[dim:]
-        kv = F.linear(pooled, self.qkv.weight[dim:], bias_term)
-        k, v = _gather(kv, geo.index[level])
-        bias = _bias_of(self.level_bias[level - 1]) if len(self.level_bias) else None
-        pad = geo.pad_bias[level]
-        if pad is not None:
-            bias = pad if bias is None else bias + pad
-        return KeySource(k, v, bias, geo.allowed[level])
+            parts.append(_bias_of(self.fine_bias))
+        parts += [_bias_of(module) for module in self.level_bias]
+        if not parts:
+            return geo.pad_bias
+        lead = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))  # type: ignore[no-untyped-call]
+        bias = torch.cat([p.expand(*lead, p.shape[-1]) for p in parts], dim=-1)
+        return bias if geo.pad_bias is None else bias + geo.pad_bias
 
     def macs(self, height: int, width: int) -> int:
         """Exact MACs (module docstring; Focal Sec. 3.2.2)."""
@@ -508,22 +510,15 @@ def _bias_of(module: nn.Module) -> Tensor:
     raise TypeError(f"not a position bias module: {type(module).__name__}")
 
 
-def _zero_slot(index: Tensor, rows: int) -> Tensor:
-    """Send ``-1`` (outside the map) to the zero row ``rows`` appended by :func:`_gather`."""
-    return torch.where(index < 0, rows, index)
-
-
-def _allowed(index: Tensor, official: bool) -> Tensor | None:
-    """Paper mode masks slots outside the map / made of padding: ``(nW, 1, 1, K)``."""
-    return None if official else (index >= 0)[:, None, None, :]
-
-
-def _gather(kv: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-    """``kv (B, h, w, 2C)`` and ``index (nW, K)`` into ``hw + 1`` rows (the last one zeros) ->
-    keys and values ``(B, nW, K, C)`` each."""
-    flat = F.pad(rearrange(kv, "b h w c -> b (h w) c"), (0, 0, 0, 1))
-    gathered = flat.index_select(1, index.flatten())
-    k, v = rearrange(gathered, "b (n k) c -> b n k c", n=index.shape[0]).chunk(2, dim=-1)
+def _gather(maps: Sequence[Tensor], index: Tensor) -> tuple[Tensor, Tensor]:
+    """Keys and values ``(B, nW, K, C)`` each: rows ``index (nW, K)`` of the maps' tokens
+    ``(B, h_l, w_l, 2C)`` concatenated, plus one zero row (the slot for ``-1``)."""
+    rows = [rearrange(m, "b h w c -> b (h w) c") for m in maps]
+    rows.append(rows[0].new_zeros(rows[0].shape[0], 1, rows[0].shape[2]))
+    k_rows, v_rows = torch.cat(rows, dim=1).chunk(2, dim=-1)
+    # k and v gathered apart: their gradients scatter apart too (no large concatenation)
+    k, v = (rearrange(t.index_select(1, index.flatten()), "b (n k) c -> b n k c",
+                      n=index.shape[0]) for t in (k_rows, v_rows))
     return k, v
 
 
