@@ -426,6 +426,35 @@ class FocalAttention(AttentionMixer):
             None if shift_bias is None else shift_bias.to(device),
         )
 
+    def key_regions(self, height: int, width: int) -> list[Tensor]:
+        """Where every key of every window comes from, per level: ``(nW, K_l, 3)`` int64 rows
+        ``(row, col, side)``: the key summarises map tokens ``[row, row + side) x [col, col +
+        side)``. ``side = 0`` marks a slot outside the map (masked in paper mode, a zero key with
+        ``-100`` in official mode). Official coordinates are on the padded map (the ring wraps:
+        ``row`` may be on the far side); paper coordinates are on the map. For drawings and tests.
+        """
+        height, width = check_size(height, width)
+        geo = self.build_geometry(height, width, torch.device("cpu"))
+        (hp, wp), top = geo.padded, geo.offset
+        official = self.follow == "official"
+        fine_width = wp if official else width
+        regions, start, first = [], 0, 0
+        for number, keys in enumerate(self.keys_per_window()):
+            index = geo.index[:, first : first + keys]
+            s_w = self.levels[number][0]
+            side_cells = fine_width if number == 0 else wp // s_w
+            count = (hp * wp if official else height * width) if number == 0 else (
+                (hp // s_w) * side_cells)
+            local = index - start
+            inside = (local >= 0) & (local < count)
+            shift = 0 if number == 0 else top
+            rows = torch.where(inside, (local // side_cells) * s_w - shift, -1)
+            cols = torch.where(inside, (local % side_cells) * s_w - shift, -1)
+            sides = torch.where(inside, s_w, 0)
+            regions.append(torch.stack([rows, cols, sides], dim=-1))
+            start, first = start + count, first + keys
+        return regions
+
     # --- forward ----------------------------------------------------------------------------
 
     def padded_input(self, x: Tensor, geo: FocalGeometry, shift: int) -> Tensor:
