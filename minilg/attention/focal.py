@@ -542,12 +542,16 @@ def _bias_of(module: nn.Module) -> Tensor:
 def _gather(maps: Sequence[Tensor], index: Tensor) -> tuple[Tensor, Tensor]:
     """Keys and values ``(B, nW, K, C)`` each: rows ``index (nW, K)`` of the maps' tokens
     ``(B, h_l, w_l, 2C)`` concatenated, plus one zero row (the slot for ``-1``)."""
-    rows = [rearrange(m, "b h w c -> b (h w) c") for m in maps]
-    rows.append(rows[0].new_zeros(rows[0].shape[0], 1, rows[0].shape[2]))
-    k_rows, v_rows = torch.cat(rows, dim=1).chunk(2, dim=-1)
-    # k and v gathered apart: their gradients scatter apart too (no large concatenation)
-    k, v = (rearrange(t.index_select(1, index.flatten()), "b (n k) c -> b n k c",
-                      n=index.shape[0]) for t in (k_rows, v_rows))
+    dim = maps[0].shape[-1] // 2
+    zero = maps[0].new_zeros(maps[0].shape[0], 1, dim)
+    # k and v gathered apart from contiguous rows: their gradients scatter apart too
+    k, v = (
+        rearrange(
+            torch.cat([rearrange(m[..., part], "b h w c -> b (h w) c") for m in maps] + [zero],
+                      dim=1).index_select(1, index.flatten()),
+            "b (n k) c -> b n k c", n=index.shape[0])
+        for part in (slice(0, dim), slice(dim, 2 * dim))
+    )
     return k, v
 
 
