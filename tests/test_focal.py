@@ -309,3 +309,15 @@ def test_unsupported_official_options_are_named() -> None:
             convert_official("focal", state, **{**config, option: value})
     with pytest.raises(ConversionError, match="unexpected official key"):
         convert_official("focal", {**state, "extra.weight": torch.zeros(1)}, **config)
+
+
+def test_fig_4_regions_reach_the_whole_map() -> None:
+    mixer = FocalAttention(8, 1, 4, FIG4)
+    regions = mixer.key_regions(20, 20)
+    middle = [level[12] for level in regions]  # window (2, 2) of 5 x 5
+    assert [len(level) for level in middle] == [64, 36, 25]
+    covered = torch.zeros(20, 20, dtype=torch.bool)
+    for row, col, side in middle[2].tolist():
+        covered[row : row + side, col : col + side] = True
+    assert bool(covered.all())
+    assert middle[0][:, 0].min() == 6 and middle[1][:, 0].min() == 4
