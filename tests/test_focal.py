@@ -321,3 +321,29 @@ def test_fig_4_regions_reach_the_whole_map() -> None:
         covered[row : row + side, col : col + side] = True
     assert bool(covered.all())
     assert middle[0][:, 0].min() == 6 and middle[1][:, 0].min() == 4
+
+
+@pytest.mark.parametrize("follow", ["paper", "official"])
+def test_reference_math_gives_the_same_result(follow: str) -> None:
+    from minilg.attention import reference_math
+
+    mixer = FocalAttention(16, 2, 7, FOCAL_T, follow=follow, shift=3)  # type: ignore[arg-type]
+    x = torch.randn(2, 17, 20, 16)
+    fast = mixer(x)
+    with reference_math():
+        slow = mixer(x)
+    torch.testing.assert_close(fast, slow)
+
+
+def test_layer_scale_converts() -> None:
+    state, config, _ = fixture()
+    gammas = {}
+    for key in state:
+        if key.endswith(".norm1.weight"):
+            block = key[: -len(".norm1.weight")]
+            gammas[f"{block}.gamma_1"] = torch.full_like(state[key], 0.5)
+            gammas[f"{block}.gamma_2"] = torch.full_like(state[key], 0.25)
+    config = {**config, "use_layerscale": True}
+    conversion = convert_official("focal", {**state, **gammas}, **config)
+    block = conversion.model.stages[1][0]  # type: ignore[index]
+    assert block.scale1.gamma.detach().eq(0.5).all() and block.scale2.gamma.detach().eq(0.25).all()
