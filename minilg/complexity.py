@@ -12,7 +12,8 @@ re-exported here:
 * ``msa_macs``: Omega(MSA) = 4NC^2 + 2N^2C (GG Eq. 4);
 * ``window_msa_macs``: Omega(W-MSA) = 4NC^2 + 2M^2NC (GG Eq. 12, Swin Eq. 2);
 * ``sra_macs``: PVT spatial-reduction attention;
-* ``gg_msa_macs``: Omega(GG-MSA) = 4NC^2 + 2M^2NC + k^2NC (GG Eq. 14).
+* ``gg_msa_macs``: Omega(GG-MSA) = 4NC^2 + 2M^2NC + k^2NC (GG Eq. 14);
+* ``focal_macs``: focal attention, O((L + sum_l (s_r^l)^2) MNd) (Focal Sec. 3.2.2), exactly.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from minilg.attention.focal import focal_macs
 from minilg.attention.full import msa_macs
 from minilg.attention.glance_gaze import gg_msa_macs
 from minilg.attention.spatial_reduction import sra_macs
@@ -31,6 +33,7 @@ from minilg.attention.window import window_msa_macs
 
 __all__ = [
     "count_macs",
+    "focal_macs",
     "format_macs",
     "gg_msa_macs",
     "measured_model_macs",

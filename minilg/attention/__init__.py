@@ -5,11 +5,12 @@
 * :mod:`~minilg.attention.position`: relative position bias.
 * one module per mechanism: :mod:`~minilg.attention.full` (MSA), :mod:`~minilg.attention.window`
   (W-MSA / SW-MSA), :mod:`~minilg.attention.spatial_reduction` (PVT's SRA),
-  :mod:`~minilg.attention.glance_gaze` (GG-MSA).
+  :mod:`~minilg.attention.glance_gaze` (GG-MSA), :mod:`~minilg.attention.focal` (focal attention).
 """
 
 from minilg.attention.base import TokenMixer, reference_math
 from minilg.attention.core import AttentionMixer, KeySource, attend
+from minilg.attention.focal import FocalAttention, focal_macs
 from minilg.attention.full import FullAttention, msa_macs
 from minilg.attention.glance_gaze import (
     GlanceGazeAttention,
@@ -31,9 +32,10 @@ from minilg.attention.spatial_reduction import SpatialReductionAttention, sra_ma
 from minilg.attention.window import WindowAttention, window_msa_macs
 
 __all__ = [
-    "AttentionMixer", "FullAttention", "GlanceGazeAttention", "KeySource", "RelativePositionBias",
-    "SpatialReductionAttention", "SubWindowPool", "TokenMixer", "WindowAttention", "attend",
-    "dilated_merge", "dilated_split", "gg_msa_macs", "label_mask", "msa_macs", "neighbourhood",
-    "pad_to_multiple", "reference_math", "relative_position_index", "sra_macs", "subwindow_pool",
-    "window_msa_macs", "window_partition", "window_reverse",
+    "AttentionMixer", "FocalAttention", "FullAttention", "GlanceGazeAttention", "KeySource",
+    "RelativePositionBias", "SpatialReductionAttention", "SubWindowPool", "TokenMixer",
+    "WindowAttention", "attend", "dilated_merge", "dilated_split", "focal_macs", "gg_msa_macs",
+    "label_mask", "msa_macs", "neighbourhood", "pad_to_multiple", "reference_math",
+    "relative_position_index", "sra_macs", "subwindow_pool", "window_msa_macs",
+    "window_partition", "window_reverse",
 ]
