@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "CACHE_FORMAT",
+    "DataError",
     "DatasetUnavailableError",
     "ImageArrayDataset",
     "SkippedImagesWarning",
@@ -61,6 +63,23 @@ class DatasetUnavailableError(RuntimeError):
         self.name = name
         self.reason = reason
         self.attempts = attempts
+
+    def one_line(self) -> str:
+        """The message on one line: what failed, what was tried, the first thing to do."""
+        lines = str(self).splitlines()
+        tried = [ln.strip() for ln in lines if re.match(r"\s+\d+\. ", ln)]
+        todo = [ln.strip()[2:] for ln in lines if ln.startswith("  - ")]
+        text = lines[0] if lines else f"dataset {self.name!r} is not available"
+        if tried:
+            text += " Tried: " + "; ".join(t.split(". ", 1)[-1] for t in tried) + "."
+        if todo:
+            text += " What to do: " + " / ".join(todo[:2])
+        return text
+
+
+class DataError(ValueError):
+    """The data contradicts itself (e.g. a class folder in ``val/`` that ``train/`` lacks) or
+    its cache cannot be used; the message names the folder or file and what to do."""
 
 
 class SkippedImagesWarning(UserWarning):

@@ -47,7 +47,7 @@ from minilg.data.synthetic import (
     split_seed,
 )
 
-__all__ = ["SUBSETS", "SubsetSpec", "list_subsets", "load_subset"]
+__all__ = ["SUBSETS", "SubsetSpec", "canonical_subset", "list_subsets", "load_subset"]
 
 IMAGENETTE_CLASSES: Final[dict[str, str]] = {
     "n01440764": "tench",
@@ -181,7 +181,8 @@ def list_subsets() -> list[str]:
     return list(SUBSETS)
 
 
-def _canonical(name: str) -> str:
+def canonical_subset(name: str) -> str:
+    """The registry key of ``name`` (aliases resolved); ValueError listing the choices."""
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
     if key not in SUBSETS:
@@ -681,7 +682,7 @@ def load_subset(
         DatasetUnavailableError: offline, gated or missing data (the message says what to do).
         ValueError: unknown name or split, or requested wnids that do not exist.
     """
-    key = _canonical(name)
+    key = canonical_subset(name)
     sp = _SPLIT_ALIASES.get(split.strip().lower())
     if sp is None:
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
