@@ -185,7 +185,8 @@ def test_cli_train_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _train_cli(["--model", "swin_mni", "--out", "none"]) == 2
     assert "swin_mini" in capsys.readouterr().err  # create_model's message suggests the name
-    code = _train_cli(["--data", "imagenette", "--root", str(tmp_path / "missing"), "--out", "none"])
+    missing = str(tmp_path / "missing")
+    code = _train_cli(["--data", "imagenette", "--root", missing, "--out", "none"])
     assert code == 2
     assert capsys.readouterr().err.startswith("error: ")
     assert _eval_cli(["--checkpoint", str(tmp_path / "nothing")]) == 2
