@@ -392,7 +392,7 @@ def _claim_out_folder(cfg: TrainConfig, out_dir: Path | None, held: contextlib.E
     """Check and lock the out folder (held in ``held``); returns whether the run resumes."""
     if out_dir is None:
         if cfg.resume:
-            raise ConfigError("resume", "needs an out folder to resume from", cfg.out)
+            raise ConfigError("resume", "needs an out folder to resume from (--out)")
         return False
     check_writable_folder(out_dir)
     held.enter_context(run_lock(out_dir))
