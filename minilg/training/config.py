@@ -98,8 +98,7 @@ def _int(cfg: TrainConfig, name: str, minimum: int, *, optional: bool = False) -
     if optional and v is None:
         return
     if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        none = " (or None)" if optional else ""
-        raise ConfigError(name, f"must be an integer >= {minimum}{none}", v)
+        raise ConfigError(name, f"must be an integer >= {minimum}", v)
 
 
 def _float(cfg: TrainConfig, name: str, lo: float, hi: float = math.inf, *, open_hi: bool = False,
