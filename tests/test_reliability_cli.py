@@ -215,7 +215,7 @@ def test_unexpected_errors_keep_their_traceback(monkeypatch: pytest.MonkeyPatch)
         ("crop_scale", (0.5,), "crop_scale must be (lo, hi) with 0 < lo <= hi <= 1, got (0.5,)"),
         ("crop_scale", "random", "crop_scale must be (lo, hi), None or 'auto', got 'random'"),
         ("model_kwargs", [1, 2], "model_kwargs must be a JSON object of create_model overrides"),
-        ("out", "", "out must be a folder path, got ''"),
+        ("out", "", "out must be a folder path (or None), got ''"),
     ],
 )
 def test_config_rejects_in_python_too(field: str, value: Any, message: str) -> None:
