@@ -372,7 +372,8 @@ _T = typing.TypeVar("_T")
 
 
 def _on_main_rank(info: ddp.DistInfo, fn: typing.Callable[[], _T]) -> _T | None:
-    """Run ``fn`` on the main rank only; if it fails there, every rank fails (none waits)."""
+    """Run ``fn`` on the main rank only and hand its result to every rank; if it fails there,
+    every rank fails (none waits forever in a collective)."""
     result: _T | None = None
     error: Exception | None = None
     if info.is_main:
@@ -380,7 +381,7 @@ def _on_main_rank(info: ddp.DistInfo, fn: typing.Callable[[], _T]) -> _T | None:
             result = fn()
         except Exception as e:
             error = e
-    failed = ddp.broadcast_object(None if error is None else f"{error}", info)
+    failed, result = ddp.broadcast_object((None if error is None else str(error), result), info)
     if error is not None:
         raise error
     if failed is not None:
