@@ -543,6 +543,29 @@ def _hub_wnids_imagenet1k(repo: str) -> list[str] | None:
     return found if len(found) == 1000 else None
 
 
+def _hub_calls(spec: SubsetSpec, split: str, resolution: int) -> list[tuple[str, dict[str, Any]]]:
+    """``(description, load_dataset kwargs)`` to try: the parquet export of a script repo at
+    the smallest size >= ``resolution``, or the plain repo."""
+    assert spec.repo is not None
+    hub_split = spec.splits[split]
+    if spec.parquet_configs:
+        config = _pick(spec.parquet_configs, resolution)
+        return [
+            (
+                f"datasets.load_dataset({spec.repo!r}, {config!r}, split={hub_split!r}, "
+                "revision='refs/convert/parquet') (the hub's parquet export)",
+                {"path": spec.repo, "name": config, "split": hub_split,
+                 "revision": "refs/convert/parquet"},
+            )
+        ]
+    return [
+        (
+            f"datasets.load_dataset({spec.repo!r}, split={hub_split!r})",
+            {"path": spec.repo, "split": hub_split},
+        )
+    ]
+
+
 def _load_hub(
     spec: SubsetSpec,
     split: str,
@@ -566,33 +589,10 @@ def _load_hub(
 
     import datasets  # deferred: importing datasets takes a second or two
 
-    assert spec.repo is not None
-    hub_split = spec.splits[split]
     attempts: list[tuple[str, str]] = []
     reasons: list[str] = []
     ds: Any = None
-    if spec.parquet_configs:
-        config = _pick(spec.parquet_configs, resolution)
-        calls: list[tuple[str, dict[str, Any]]] = [
-            (
-                f"datasets.load_dataset({spec.repo!r}, {config!r}, split={hub_split!r}, "
-                "revision='refs/convert/parquet') (the hub's parquet export)",
-                {
-                    "path": spec.repo,
-                    "name": config,
-                    "split": hub_split,
-                    "revision": "refs/convert/parquet",
-                },
-            )
-        ]
-    else:
-        calls = [
-            (
-                f"datasets.load_dataset({spec.repo!r}, split={hub_split!r})",
-                {"path": spec.repo, "split": hub_split},
-            )
-        ]
-    for what, kwargs in calls:
+    for what, kwargs in _hub_calls(spec, split, resolution):
         try:
             ds = datasets.load_dataset(**kwargs)
             break
