@@ -135,6 +135,13 @@ def test_a_kill_between_any_two_write_steps_leaves_a_complete_checkpoint(
     assert trials == 30
 
 
+def _load_latest_name(run: Path) -> str:
+    try:
+        return (run / ckpt.CHECKPOINTS_DIR / ckpt.LATEST_FILE).read_text().strip()
+    except FileNotFoundError:  # between the unlink and the rename of a replace: not on POSIX
+        return ""
+
+
 def test_twenty_real_kills_at_random_moments(tmp_path: Path) -> None:
     """A forked child saves checkpoints in a loop; SIGKILL at a random moment, 20 times."""
     rng = random.Random(0)
@@ -152,16 +159,21 @@ def test_twenty_real_kills_at_random_moments(tmp_path: Path) -> None:
                     _save(run, e)
             finally:
                 os._exit(0)
-        time.sleep(rng.uniform(0.005, 0.08))
+        # wait for the child's first save (machines differ in speed), then kill it at a random
+        # moment of the saves that follow back to back
+        t0 = time.monotonic()
+        while _load_latest_name(run) == f"epoch-{before:04d}" and time.monotonic() - t0 < 60:
+            time.sleep(0.001)
+        one_save = time.monotonic() - t0
+        time.sleep(rng.uniform(0.0, 2.0 * one_save))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         interrupted += bool(ckpt.clean_orphans(run))  # what the next run does first
         after, _ = _load(run)  # verified: checksums and parts agree
-        assert after >= before
+        assert after > before  # the child saved at least once in every trial
         assert len(_contents(run)) == 2
         epochs.append(after)
-    assert epochs[-1] > 1  # the child did save ...
-    assert interrupted >= 5  # ... and was often killed in the middle of a save
+    assert interrupted >= 5  # the kills often hit the middle of a save
 
 
 @pytest.mark.parametrize("fname", [ckpt.WEIGHTS_FILE, ckpt.STATE_FILE, ckpt.MANIFEST_FILE])
