@@ -67,6 +67,8 @@ def run_verb(fn: Callable[[list[str]], int], argv: list[str]) -> int:
             raise
         where = f" ({e.filename})" if e.filename else ""
         message, code = f"{e.strerror}{where}: free space or choose a writable folder", 2
+    except KeyboardInterrupt:
+        message, code = "interrupted; a run keeps its last complete checkpoint (--resume)", 130
     print(f"error: {_one_line(message)}", file=sys.stderr, flush=True)
     return code
 

@@ -229,3 +229,15 @@ def test_config_round_trips_through_json() -> None:
     cfg = TrainConfig(crop_scale=(0.5, 1.0), model_kwargs={"depths": [1, 1, 1, 1]}, out=None)
     back = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert back == cfg and back.crop_scale == (0.5, 1.0)
+
+
+def test_ctrl_c_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+                            ) -> None:
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(minilg.train, "check_model", interrupted)
+    code, err = _run(["train", "--out", "none"], capsys)
+    assert code == 130 and err == (
+        "error: interrupted; a run keeps its last complete checkpoint (--resume)\n"
+    )
