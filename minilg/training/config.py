@@ -94,6 +94,7 @@ class TrainConfig:
 
 # ----------------------------------------------------------------------------- field checks
 def _int(cfg: TrainConfig, name: str, minimum: int, *, optional: bool = False) -> None:
+    """ConfigError unless the field is an integer (not a bool) >= ``minimum`` (or None)."""
     v = getattr(cfg, name)
     if optional and v is None:
         return
@@ -101,16 +102,26 @@ def _int(cfg: TrainConfig, name: str, minimum: int, *, optional: bool = False) -
         raise ConfigError(name, f"must be an integer >= {minimum}", v)
 
 
-def _float(cfg: TrainConfig, name: str, lo: float, hi: float = math.inf, *, open_hi: bool = False,
-           open_lo: bool = False) -> None:
+def _float(
+    cfg: TrainConfig,
+    name: str,
+    lo: float,
+    hi: float = math.inf,
+    *,
+    open_lo: bool = False,
+    open_hi: bool = False,
+) -> None:
+    """ConfigError unless the field is a finite number in [lo, hi] (ends open as asked)."""
     v = getattr(cfg, name)
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     ok = ok and (v > lo if open_lo else v >= lo) and (v < hi if open_hi else v <= hi)
-    if not ok:
-        left, right = ("(" if open_lo else "["), (")" if open_hi else "]")
-        span = f"in {left}{lo:g}, {hi:g}{right}" if math.isfinite(hi) else (
-            f"{'>' if open_lo else '>='} {lo:g}")
-        raise ConfigError(name, f"must be a finite number {span}", v)
+    if ok:
+        return
+    if math.isfinite(hi):
+        span = f"in {'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}"
+    else:
+        span = f"{'>' if open_lo else '>='} {lo:g}"
+    raise ConfigError(name, f"must be a finite number {span}", v)
 
 
 def _check_integers(cfg: TrainConfig) -> None:
