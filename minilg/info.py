@@ -67,17 +67,22 @@ def info_table(names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def cli_info(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m minilg info",
-        description="Parameters and exact MACs (multiply-accumulates; the papers' 'FLOPs') of "
-        "every registered model, beside the published figures.",
+def cli_info(argv: list[str], parser: argparse.ArgumentParser | None = None) -> int:
+    """``python -m minilg info [PATTERN]``; a pattern matching nothing raises ValueError (the
+    command line prints it as one line, exit 2). ``parser``: the command line's own parser."""
+    parser = parser or argparse.ArgumentParser(prog="python -m minilg info")
+    parser.description = (
+        "Parameters and exact MACs (multiply-accumulates; the papers' 'FLOPs') of every "
+        "registered model, beside the published figures."
     )
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter on names")
     args = parser.parse_args(argv)
     names = list_models(args.pattern)
     if not names:
-        parser.error(f"no registered model matches {args.pattern!r}; available: {list_models()}")
+        raise ValueError(
+            f"no registered model matches {args.pattern!r}; try '*mini*', or 'python -m minilg "
+            "list' for every name"
+        )
     print("MACs = multiply-accumulates of matmuls and convolutions (norms, softmax not counted),")
     print("for one image at the model's resolution; 'd' = ours relative to published.\n")
     print(info_table(names))
