@@ -34,7 +34,7 @@ notebooks: setup
 
 # Student versions of the notebooks (solutions removed, self-checks kept, outputs cleared).
 coursework: setup
-	$(PY) -m minilg.coursework --out student
+	$(PY) -m minilg coursework --out student
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs

@@ -1,9 +1,9 @@
-"""The command line: ``python -m minilg <verb> [options]``; verbs list, info, train, eval, compare.
+"""The command line: ``python -m minilg <verb> [options]`` (list, info, train, eval, compare, ...).
 
 How to add a verb (e.g. ``bench``):
 
 1. write ``def cmd_bench(argv: list[str]) -> int`` in the style of the others: build its parser
-   with ``_parser("bench", "one sentence")``, parse, call the library, print, ``return 0``;
+   with ``verb_parser("bench", "one sentence")``, parse, call the library, print, ``return 0``;
 2. add ``"bench": (cmd_bench, "one-line help")`` to :data:`VERBS`.
 
 Errors are handled once, in :func:`run_verb`: raise ``ValueError``, ``FileNotFoundError``,
@@ -34,8 +34,8 @@ from minilg.data.core import DatasetUnavailableError
 from minilg.training.config import TrainConfig
 from minilg.training.errors import CheckpointError, ConfigError, MinilgError
 
-__all__ = ["VERBS", "UsageError", "cmd_compare", "cmd_eval", "cmd_info", "cmd_list",
-           "cmd_train", "main", "run_verb"]
+__all__ = ["VERBS", "UsageError", "cmd_compare", "cmd_convert", "cmd_coursework", "cmd_eval",
+           "cmd_info", "cmd_list", "cmd_train", "main", "run_verb"]
 
 
 class UsageError(MinilgError):
@@ -81,7 +81,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def _parser(verb: str, description: str, *, suppress: bool = False) -> argparse.ArgumentParser:
+def verb_parser(
+    verb: str, description: str, *, suppress: bool = False
+) -> argparse.ArgumentParser:
+    """The parser every verb uses: usage errors become one ``error:`` line and exit code 2."""
     return _Parser(
         prog=f"python -m minilg {verb}",
         description=description,
@@ -196,7 +199,7 @@ def cmd_list(argv: list[str]) -> int:
     """``python -m minilg list [PATTERN]``: names of the registered models."""
     from minilg.registry import list_models
 
-    parser = _parser("list", "Names of the registered models.")
+    parser = verb_parser("list", "Names of the registered models.")
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter on names")
     args = parser.parse_args(argv)
     names = list_models(args.pattern)
@@ -210,17 +213,18 @@ def cmd_info(argv: list[str]) -> int:
     """``python -m minilg info [PATTERN]``: params and MACs beside the papers' figures."""
     from minilg.info import cli_info
 
-    return cli_info(argv, _parser("info", "Parameters and exact MACs of every registered model, "
-                                  "beside the published figures."))
+    return cli_info(argv, verb_parser(
+        "info", "Parameters and exact MACs of every registered model, beside the published "
+        "figures."))
 
 
 def cmd_train(argv: list[str]) -> int:
     """``python -m minilg train [TrainConfig flags]``."""
     from minilg.train import train
 
-    parser = _parser("train", "Train a minilg model (also under torchrun for DDP). Exit codes: "
-                     "0 done, 2 bad input or unusable data/folder, 3 training diverged.",
-                     suppress=True)
+    parser = verb_parser("train", "Train a minilg model (also under torchrun for DDP). Exit codes: "
+                         "0 done, 2 bad input or unusable data/folder, 3 training diverged.",
+                         suppress=True)
     _add_config_args(parser)
     ns = parser.parse_args(argv)
     cfg = _config_from_args(ns, _resumed_base(ns))
@@ -234,7 +238,7 @@ def cmd_eval(argv: list[str]) -> int:
     """``python -m minilg eval --checkpoint RUN_DIR``: top-1/top-5 on the validation split."""
     from minilg.training.evaluation import evaluate_checkpoint
 
-    parser = _parser("eval", "Evaluate a trained checkpoint on a validation split.")
+    parser = verb_parser("eval", "Evaluate a trained checkpoint on a validation split.")
     parser.add_argument("--checkpoint", required=True,
                         help="run folder, checkpoint folder or .safetensors file")
     parser.add_argument("--data", help="dataset (default: the one it was trained on)")
@@ -271,8 +275,8 @@ def cmd_compare(argv: list[str]) -> int:
     from minilg.training.compare import COMPARE_DEFAULTS, DEFAULT_MODELS, compare, markdown_table
     from minilg.training.distributed import resolve_device
 
-    parser = _parser("compare", "Train several models under an identical budget and compare "
-                     "them.", suppress=True)
+    parser = verb_parser("compare", "Train several models under an identical budget and compare "
+                         "them.", suppress=True)
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help=f"comma-separated model names (default: {','.join(DEFAULT_MODELS)})")
     _add_config_args(parser, skip=("model", "stop_after"))
@@ -292,6 +296,20 @@ def cmd_compare(argv: list[str]) -> int:
     return 0
 
 
+def cmd_convert(argv: list[str]) -> int:
+    """``python -m minilg convert --family F --config cfg.json ckpt.pth out.safetensors``."""
+    from minilg.convert.cli import cli_convert
+
+    return cli_convert(argv)
+
+
+def cmd_coursework(argv: list[str]) -> int:
+    """``python -m minilg coursework [--out DIR] [--annotate] [NOTEBOOK ...]``."""
+    from minilg.coursework import cli_coursework
+
+    return cli_coursework(argv)
+
+
 VERBS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "list": (cmd_list, "names of the registered models (optionally filtered: list '*mini*')"),
     "info": (cmd_info, "params and MACs of every registered model beside the papers' figures"),
@@ -299,6 +317,9 @@ VERBS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "eval": (cmd_eval, "evaluate a checkpoint"),
     "compare": (cmd_compare, "train several models under one budget and tabulate params, MACs, "
                 "speed, top-1"),
+    "convert": (cmd_convert, "convert an official checkpoint (swin, focal, hat_net) into minilg "
+                "weights"),
+    "coursework": (cmd_coursework, "write student versions of the notebooks (solutions removed)"),
 }
 
 

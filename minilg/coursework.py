@@ -158,14 +158,13 @@ def write_student_versions(notebooks: Iterable[Path], out: Path) -> list[Path]:
 
 def cli_coursework(argv: list[str]) -> int:
     """``python -m minilg coursework [--out DIR] [--annotate] [NOTEBOOK ...]``."""
-    import argparse
+    from minilg.cli import verb_parser
 
     nbformat = _nbformat()
-    parser = argparse.ArgumentParser(
-        prog="python -m minilg coursework",
-        description="Write student versions of the notebooks (solutions removed, self-checks "
-                    "kept, outputs cleared), or --annotate the instructor notebooks in place "
-                    "with nbgrader's cell metadata.")
+    parser = verb_parser(
+        "coursework", "Write student versions of the notebooks (solutions removed, self-checks "
+        "kept, outputs cleared), or --annotate the instructor notebooks in place with nbgrader's "
+        "cell metadata.")
     parser.add_argument("notebooks", nargs="*", type=Path,
                         help="instructor notebooks (default: notebooks/NN_*.ipynb)")
     parser.add_argument("--out", type=Path, default=Path("student"),

@@ -19,7 +19,6 @@ one line on stderr and exit with status 2.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pickle
 import re
@@ -84,9 +83,10 @@ def read_checkpoint(path: str) -> Mapping[str, Tensor]:
 
 def cli_convert(argv: list[str]) -> int:
     """``python -m minilg convert ...``; returns the process exit code."""
-    parser = argparse.ArgumentParser(
-        prog="python -m minilg convert",
-        description="Convert an official checkpoint into minilg weights (strict key accounting).",
+    from minilg.cli import verb_parser  # bad usage: one ``error:`` line, exit 2
+
+    parser = verb_parser(
+        "convert", "Convert an official checkpoint into minilg weights (strict key accounting)."
     )
     parser.add_argument(
         "--family", required=True, help=f"official family ({', '.join(families())})"
