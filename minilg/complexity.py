@@ -12,7 +12,8 @@ re-exported here:
 * ``msa_macs``: Omega(MSA) = 4NC^2 + 2N^2C (GG Eq. 4);
 * ``window_msa_macs``: Omega(W-MSA) = 4NC^2 + 2M^2NC (GG Eq. 12, Swin Eq. 2);
 * ``sra_macs``: PVT spatial-reduction attention;
-* ``gg_msa_macs``: Omega(GG-MSA) = 4NC^2 + 2M^2NC + k^2NC (GG Eq. 14).
+* ``gg_msa_macs``: Omega(GG-MSA) = 4NC^2 + 2M^2NC + k^2NC (GG Eq. 14);
+* ``h_mhsa_macs``: Omega(H-MHSA) = 5NC^2 + 2G1^2 N C + 2PC(C + N) (HAT-Net Eq. 15 + W_2^q).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from minilg.attention.full import msa_macs
 from minilg.attention.glance_gaze import gg_msa_macs
+from minilg.attention.hierarchical import h_mhsa_macs
 from minilg.attention.spatial_reduction import sra_macs
 from minilg.attention.window import window_msa_macs
 
@@ -33,6 +35,7 @@ __all__ = [
     "count_macs",
     "format_macs",
     "gg_msa_macs",
+    "h_mhsa_macs",
     "measured_model_macs",
     "model_macs",
     "msa_macs",

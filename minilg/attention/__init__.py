@@ -26,14 +26,17 @@ from minilg.attention.grouping import (
     window_partition,
     window_reverse,
 )
+from minilg.attention.hierarchical import HierarchicalAttention, h_mhsa_macs
 from minilg.attention.position import RelativePositionBias, relative_position_index
 from minilg.attention.spatial_reduction import SpatialReductionAttention, sra_macs
 from minilg.attention.window import WindowAttention, window_msa_macs
 
 __all__ = [
-    "AttentionMixer", "FullAttention", "GlanceGazeAttention", "KeySource", "RelativePositionBias",
+    "AttentionMixer", "FullAttention", "GlanceGazeAttention", "HierarchicalAttention", "KeySource",
+    "RelativePositionBias",
     "SpatialReductionAttention", "SubWindowPool", "TokenMixer", "WindowAttention", "attend",
-    "dilated_merge", "dilated_split", "gg_msa_macs", "label_mask", "msa_macs", "neighbourhood",
+    "dilated_merge", "dilated_split", "gg_msa_macs", "h_mhsa_macs", "label_mask", "msa_macs",
+    "neighbourhood",
     "pad_to_multiple", "reference_math", "relative_position_index", "sra_macs", "subwindow_pool",
     "window_msa_macs", "window_partition", "window_reverse",
 ]

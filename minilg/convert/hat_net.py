@@ -98,6 +98,19 @@ def minilg_key(key: str) -> str | None:
     return None
 
 
+def official_key(name: str) -> str:
+    """The official name of a minilg key (the inverse of :func:`minilg_key`)."""
+    for pattern, target in [(r"^stem\.", "patch_embed."), (r"^head\.", "classifier.1."),
+                            (r"^stages\.(\d+)\.blocks\.(\d+)\.mixer\.", r"blocks.\1.\2.attn."),
+                            (r"^stages\.(\d+)\.blocks\.(\d+)\.mlp\.", r"blocks.\1.\2.conv.")]:
+        if re.match(pattern, name):
+            return re.sub(pattern, target, name)
+    match = re.match(r"^downsamples\.(\d+)\.", name)
+    if match:
+        return f"ds{int(match.group(1)) + 2}.{name[len(match.group(0)):]}"
+    return name
+
+
 @register_converter("hat_net")
 def convert(state_dict: Mapping[str, Tensor], config: dict[str, Any]) -> Conversion:
     """Official ``HAT_Net`` state dict + kwargs -> :class:`Conversion` (strict accounting)."""
@@ -128,7 +141,7 @@ def convert(state_dict: Mapping[str, Tensor], config: dict[str, Any]) -> Convers
                                   f"{tuple(target.shape)} (for {name!r})")
         loaded[name] = value
         conversion.used[key] = name
-    missing = sorted(set(targets) - set(loaded))
+    missing = sorted(official_key(k) for k in set(targets) - set(loaded))
     if missing:
         raise ConversionError(f"official state dict lacks {len(missing)} key(s) the config "
                               f"needs, e.g. {missing[:3]}")
@@ -138,4 +151,6 @@ def convert(state_dict: Mapping[str, Tensor], config: dict[str, Any]) -> Convers
     return conversion
 
 
-__all__ = ["OFFICIAL_DEFAULTS", "config_from_official", "convert", "minilg_key"]
+__all__ = [
+    "OFFICIAL_DEFAULTS", "config_from_official", "convert", "minilg_key", "official_key",
+]
