@@ -202,6 +202,10 @@ class HierarchicalAttention(AttentionMixer):
     Layers (named as the official ``attn.*``): ``norm``, ``qkv``, ``proj``; with ``G1 > 1`` also
     ``q``, ``kv`` and, in ``official`` mode, ``grid_norm`` and ``ds_norm``. The mixer includes
     its own norm: use it in a :class:`~minilg.layers.Block` with ``norm=nn.Identity``.
+
+    ``official`` mode equals the official module wherever that one runs (``G1`` dividing the
+    map); on other sizes, where the official code fails, it pads and masks exactly as ``paper``
+    mode does, so padding never changes a real token.
     """
 
     def __init__(
