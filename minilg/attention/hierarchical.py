@@ -75,11 +75,11 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 import torch
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from minilg.attention.base import check_size
-from minilg.attention.core import AttentionMixer, KeySource, attention_macs, linear_macs
+from minilg.attention.core import AttentionMixer, KeySource, attend, attention_macs, linear_macs
 from minilg.attention.full import msa_macs
 from minilg.attention.grouping import (
     Pair,
@@ -89,8 +89,6 @@ from minilg.attention.grouping import (
     padding_labels,
     subwindow_pool,
     window_labels,
-    window_partition,
-    window_reverse,
 )
 from minilg.layers import ChannelsLastGroupNorm
 
@@ -252,13 +250,16 @@ class HierarchicalAttention(AttentionMixer):
         self.grid, self.pool = grid_pair, pool_pair
 
     def grid_mask(self, size: Pair, grid: Pair, device: torch.device) -> Tensor | None:
-        """``(nWindows, 1, G1^2, G1^2)`` allowed pairs (padding is no key), or ``None``."""
+        """``(nWindows * heads, 1, G1^2, G1^2)`` allowed pairs (padding is no key), or ``None``.
+
+        One row per (grid, head) group, the layout :meth:`local_step` hands to ``attend``.
+        """
         if size[0] % grid[0] == 0 and size[1] % grid[1] == 0:
             return None
 
         def build() -> Tensor:
-            labels = window_labels(padding_labels(size, grid), grid)
-            return allowed_from_labels(labels).to(device)
+            allowed = allowed_from_labels(window_labels(padding_labels(size, grid), grid))
+            return repeat(allowed, "n 1 q k -> (n h) 1 q k", h=self.heads).to(device)
 
         return self.geometry(("grid_mask", size, grid), device, build)
 
@@ -266,15 +267,21 @@ class HierarchicalAttention(AttentionMixer):
         """Eqs. 6-8: attention inside ``G1 x G1`` grids of ``normed`` (B, H, W, C), unprojected.
 
         Projections run on the real tokens; the padding to a multiple of ``G1`` is added to
-        ``Q, K, V`` and masked as keys, and cropped from the output.
+        ``Q, K, V`` and masked as keys, and cropped from the output. Grids and heads are split
+        in one rearrangement (each (grid, head) pair is one group of ``attend``, ``heads=1``),
+        which saves the copies of a separate window partition and head split.
         """
         _, height, width, _ = normed.shape
-        grid, _ = effective_sizes(height, width, self.grid, self.pool)
-        qkv = pad_to_multiple(self.qkv(normed), grid)  # (B, Hp, Wp, 3C)
-        q, k, v = window_partition(qkv, grid).chunk(3, dim=-1)  # each (B, nGrids, G1^2, C)
-        allowed = self.grid_mask((height, width), grid, normed.device)
-        out = self.attend(q, KeySource(k, v, allowed=allowed))
-        return window_reverse(out, grid, (qkv.shape[1], qkv.shape[2]))[:, :height, :width]
+        (gh, gw), _ = effective_sizes(height, width, self.grid, self.pool)
+        qkv = pad_to_multiple(self.qkv(normed), (gh, gw))  # (B, Hp, Wp, 3C)
+        rows = qkv.shape[1] // gh
+        q, k, v = rearrange(qkv, "b (nh gh) (nw gw) (s h d) -> s b (nh nw h) (gh gw) d",
+                            gh=gh, gw=gw, s=3, h=self.heads)
+        allowed = self.grid_mask((height, width), (gh, gw), normed.device)
+        out = attend(q, [KeySource(k, v, allowed=allowed)], heads=1)  # (B, grids*heads, G1^2, d)
+        local: Tensor = rearrange(out, "b (nh nw h) (gh gw) d -> b (nh gh) (nw gw) (h d)",
+                                  nh=rows, h=self.heads, gh=gh)
+        return local[:, :height, :width]
 
     def pooled_tokens(self, a1: Tensor) -> Tensor:
         """Eq. 10: ``AvgPool_G2(A_1)`` over real tokens only -> ``(B, ceil(H/G2), ceil(W/G2), C)``
