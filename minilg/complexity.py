@@ -14,6 +14,7 @@ re-exported here:
 * ``sra_macs``: PVT spatial-reduction attention;
 * ``gg_msa_macs``: Omega(GG-MSA) = 4NC^2 + 2M^2NC + k^2NC (GG Eq. 14);
 * ``focal_macs``: focal attention, O((L + sum_l (s_r^l)^2) MNd) (Focal Sec. 3.2.2), exactly.
+* ``h_mhsa_macs``: Omega(H-MHSA) = 5NC^2 + 2G1^2 N C + 2PC(C + N) (HAT-Net Eq. 15 + W_2^q).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from minilg.attention.focal import focal_macs
 from minilg.attention.full import msa_macs
 from minilg.attention.glance_gaze import gg_msa_macs
+from minilg.attention.hierarchical import h_mhsa_macs
 from minilg.attention.spatial_reduction import sra_macs
 from minilg.attention.window import window_msa_macs
 
@@ -36,6 +38,7 @@ __all__ = [
     "focal_macs",
     "format_macs",
     "gg_msa_macs",
+    "h_mhsa_macs",
     "measured_model_macs",
     "model_macs",
     "msa_macs",
