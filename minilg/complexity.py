@@ -12,7 +12,8 @@ re-exported here:
 * ``msa_macs``: Omega(MSA) = 4NC^2 + 2N^2C (GG Eq. 4);
 * ``window_msa_macs``: Omega(W-MSA) = 4NC^2 + 2M^2NC (GG Eq. 12, Swin Eq. 2);
 * ``sra_macs``: PVT spatial-reduction attention;
-* ``gg_msa_macs``: Omega(GG-MSA) = 4NC^2 + 2M^2NC + k^2NC (GG Eq. 14).
+* ``gg_msa_macs``: Omega(GG-MSA) = 4NC^2 + 2M^2NC + k^2NC (GG Eq. 14);
+* ``salg_attention_macs``: SALG Eq. 1 + Eq. 2, ``n_R K C + 4(N + n_R)C^2 + 2 n_R (1 + K)^2 C``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from minilg.attention.full import msa_macs
 from minilg.attention.glance_gaze import gg_msa_macs
+from minilg.attention.semantic_regions import salg_attention_macs
 from minilg.attention.spatial_reduction import sra_macs
 from minilg.attention.window import window_msa_macs
 
@@ -36,6 +38,7 @@ __all__ = [
     "measured_model_macs",
     "model_macs",
     "msa_macs",
+    "salg_attention_macs",
     "sra_macs",
     "window_msa_macs",
 ]

@@ -27,6 +27,7 @@ from minilg.attention.grouping import (
     window_reverse,
 )
 from minilg.attention.position import RelativePositionBias, relative_position_index
+from minilg.attention.semantic_regions import SemanticRegionAttention, salg_attention_macs
 from minilg.attention.spatial_reduction import SpatialReductionAttention, sra_macs
 from minilg.attention.window import WindowAttention, window_msa_macs
 
@@ -37,3 +38,4 @@ __all__ = [
     "pad_to_multiple", "reference_math", "relative_position_index", "sra_macs", "subwindow_pool",
     "window_msa_macs", "window_partition", "window_reverse",
 ]
+__all__ += ["SemanticRegionAttention", "salg_attention_macs"]  # SALG (semantic_regions)
