@@ -94,17 +94,25 @@ PROPAGATIONS: tuple[str, ...] = get_args(Propagation)
 # --------------------------------------------------------------------------------------------
 
 
+def _check_pair(value: object, name: str, minimum: int, meaning: str) -> Pair:
+    try:
+        return as_pair(value, name, minimum)
+    except ValueError:
+        raise ValueError(
+            f"{name} ({meaning}) must be an integer >= {minimum} or a pair of them, "
+            f"got {name}={value!r}"
+        ) from None
+
+
 def check_window(window: object) -> Pair:
     """``M -> (M, M)``; a ValueError naming ``window`` unless a positive int or pair of them."""
-    return as_pair(window, "window (M, tokens per side of a region window)", minimum=1)
+    return _check_pair(window, "window", 1, "M, tokens per side of a region window")
 
 
 def check_margin(margin: object) -> Pair:
     """``p -> (p, p)``; a ValueError naming ``margin`` unless an int ``>= 0`` or pair of them."""
-    return as_pair(
-        margin, "margin (p, tokens added on every side of a window to form its coverage area)",
-        minimum=0,
-    )
+    return _check_pair(margin, "margin", 0,
+                       "p, tokens added on every side of a window to form its coverage area")
 
 
 def check_propagation(propagation: object) -> Propagation:
