@@ -372,3 +372,19 @@ def test_stage_sizes_and_region_counts_of_salg_mini() -> None:
     assert [model.stages[i].extra.num_tokens(s, s) for i, s in enumerate([16, 8, 4])] == [
         64, 16, 4]
     assert "stages.0.extra.agr_token" in model.no_weight_decay()
+
+
+def test_the_notebooks_checkpoint_fits_salg_mini() -> None:
+    """Notebook 05 loads the trained stem and stages 1-2 of salg_mini (fp16, under 2 MB)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    path = Path(minilg.__file__).resolve().parents[1] / "data" / "checkpoints" / (
+        "salg_mini_segmentation_fp16.safetensors")
+    assert path.stat().st_size < 2_000_000
+    weights = load_file(path)
+    model = minilg.create_model("salg_mini")
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    assert all(shapes[name] == tuple(t.shape) for name, t in weights.items())
+    assert {name.split(".")[0] for name in weights} == {"stem", "stages", "downsamples"}

@@ -31,9 +31,26 @@ Choices the paper leaves open, and why:
 * **Propagation** follows every Local-Global block but a stage's last (Fig. 5; the last one's
   AGR tokens are dropped, so it could not change the output), with the block's stochastic depth.
 
-Parameters against the paper (AP: 6.5M / 32.2M / 53M; MSA: 7.1M / 42.4M) cannot all be met by
-what the text describes; minilg builds the text and never adds parameters to hit a figure: see
-the tests and the README for the measured gap and the readings tried.
+Parameters against the paper (never padded to hit a figure; ``python -m minilg info salg*``):
+
+==================  ==========  =======  ==========================================
+model               paper (M)   minilg   gap
+==================  ==========  =======  ==========================================
+swin_super_tiny     5.6         5.50     -0.10M (Swin-T's layout at C = 48)
+salg_super_tiny     6.5 (AP)    5.54     -0.96M
+salg_super_tiny_msa 7.1         6.12     MSA adds 0.585M (paper: 0.6M)
+salg_tiny           32.2 (AP)   28.42    -3.78M
+salg_tiny_msa       42.4        37.85    MSA adds 9.43M (paper: 10.2M)
+salg_small          53 (AP)     49.76    -3.24M
+==================  ==========  =======  ==========================================
+
+Over Swin, the text adds only the conv stem, the larger coverage-area position tables and the
+AGR embeddings (about 0.03M at C = 48, 0.13M at C = 96): nothing described accounts for the
+AP gaps. Readings of Eq. 3 tried for the MSA increment (ST / T, paper 0.6M / 10.2M): a
+transformer layer (MSA + MLP) between consecutive blocks of a stage (chosen) 0.585M / 9.43M;
+after every block, the last included, 1.17M / 11.76M; one per stage 0.585M / 2.33M; MSA
+without its MLP between blocks 0.20M / 3.15M. Only the chosen reading fits super-tiny, and it
+comes closest for tiny.
 """
 
 from __future__ import annotations
