@@ -388,3 +388,12 @@ def test_the_notebooks_checkpoint_fits_salg_mini() -> None:
     shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     assert all(shapes[name] == tuple(t.shape) for name, t in weights.items())
     assert {name.split(".")[0] for name in weights} == {"stem", "stages", "downsamples"}
+
+
+def test_salg_mini_trains_under_bf16_autocast() -> None:
+    model = minilg.create_model("salg_mini", propagation="msa")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randn(2, 3, 32, 32))
+    assert torch.isfinite(logits).all()
+    logits.float().logsumexp(-1).mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
