@@ -19,7 +19,9 @@ from minilg.attention.semantic_regions import (
     given_regions,
     intra_region_macs,
     num_regions,
+    region_local_labels,
     region_means,
+    region_sequences,
     region_similarity,
     salg_attention_macs,
     segmentation_macs,
@@ -82,6 +84,13 @@ def test_every_token_gets_one_region_whose_coverage_contains_it_with_max_similar
         assert label in candidates  # no region reaches past its coverage area
         best = max(float(cosine[b, u, v, r]) for r in candidates)
         assert float(cosine[b, u, v, label]) >= best - 1e-6
+    # In Eq. 2's sequences every token is a member of exactly one region (its AGR tokens too).
+    sequences = region_sequences(size, window, margin)
+    local = region_local_labels(labels, sequences)
+    rows = sequences.expand(2, -1, -1)[local >= 0]  # table rows of all member slots, per image
+    counts = torch.bincount(rows, minlength=size[0] * size[1] + 1 + sequences.shape[0])
+    assert torch.equal(counts, torch.cat([torch.full((size[0] * size[1],), 2), torch.zeros(1),
+                                          torch.full((sequences.shape[0],), 2)]).long())
 
 
 def test_similarity_is_cosine_and_argmax_ties_go_to_the_lowest_region() -> None:
