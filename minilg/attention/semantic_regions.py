@@ -56,8 +56,9 @@ Choices the paper leaves open (there is no public code; these are minilg's, with
   head; the AGR token gets none (it has no position).
 * **Eq. 3** prints ``MSA(LN(T) + T)``; minilg reads it as the pre-norm residual
   ``T + MSA(LN(T))``, like Eq. 2 and Eq. 3's own MLP line (the literal form would add ``T`` to
-  ``LN(T)`` inside the attention and drop the identity path). Propagation runs after each
-  block's MLP (Fig. 5: intra-region step, then inter-region step).
+  ``LN(T)`` inside the attention and drop the identity path). Propagation runs after a block's
+  MLP (Fig. 5: intra-region step, then inter-region step) and feeds the next block of the stage,
+  so a stage's last block has none (its AGR tokens are dropped: it could not change the output).
 """
 
 from __future__ import annotations
