@@ -86,4 +86,27 @@ def cli_info(argv: list[str], parser: argparse.ArgumentParser | None = None) -> 
     print("MACs = multiply-accumulates of matmuls and convolutions (norms, softmax not counted),")
     print("for one image at the model's resolution; 'd' = ours relative to published.\n")
     print(info_table(names))
+    notes = breakdown_notes(names)
+    if notes:
+        print("\nWithout the attention matmuls (the convention HAT-Net's published FLOPs follow):")
+        print("\n".join(notes))
     return 0
+
+
+def breakdown_notes(names: list[str]) -> list[str]:
+    """One line per model whose ``macs_breakdown`` separates the attention matmuls (HAT-Net)."""
+    import torch
+
+    lines = []
+    for name in names:
+        with torch.device("meta"):
+            model = create_model(name)
+        breakdown = getattr(model, "macs_breakdown", None)
+        if breakdown is None:
+            continue
+        parts = breakdown(getattr(model, "img_size", 224))
+        without = parts.total - parts.attention
+        lines.append(f"  {name}: {parts.total / 1e9:.3f} GMACs complete, {without / 1e9:.3f} "
+                     f"without attention matmuls, {(without + parts.norm_elements) / 1e9:.3f} "
+                     "with one MAC per normalised element")
+    return lines
