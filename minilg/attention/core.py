@@ -104,8 +104,7 @@ def attend(q: Tensor, sources: Sequence[KeySource], heads: int) -> Tensor:
         masked get exactly zero.
     """
     batch, groups, tokens_q, _ = q.shape
-    k = torch.cat([s.k.expand(batch, groups, -1, -1) for s in sources], dim=2)
-    v = torch.cat([s.v.expand(batch, groups, -1, -1) for s in sources], dim=2)
+    k, v = _concatenated(sources, batch, groups)
     mask = combined_mask(sources, tokens_q, q.dtype)
     has_key: Tensor | None = None
     if mask is not None and any(s.allowed is not None for s in sources):
@@ -123,6 +122,15 @@ def attend(q: Tensor, sources: Sequence[KeySource], heads: int) -> Tensor:
     if has_key is not None:
         out = out.masked_fill(~has_key, 0.0)
     return rearrange(out, "b (g h) t d -> b g t (h d)", g=groups)
+
+
+def _concatenated(sources: Sequence[KeySource], batch: int, groups: int) -> tuple[Tensor, Tensor]:
+    """Keys and values of all sources along the key axis (no copy for a single source)."""
+    ks = [s.k.expand(batch, groups, -1, -1) for s in sources]
+    vs = [s.v.expand(batch, groups, -1, -1) for s in sources]
+    if len(sources) == 1:
+        return ks[0], vs[0]
+    return torch.cat(ks, dim=2), torch.cat(vs, dim=2)
 
 
 def _fold_mask(mask: Tensor, groups: int, heads: int) -> Tensor:

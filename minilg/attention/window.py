@@ -133,6 +133,7 @@ class WindowAttention(AttentionMixer):
         if shift != (0, 0):
             qkv = torch.roll(qkv, shifts=(-shift[0], -shift[1]), dims=(1, 2))
         q, k, v = window_partition(qkv, window).chunk(3, dim=-1)  # each (B, nW, M*M, C)
+        del qkv  # free the map-shaped qkv (the partition copied it) before attending
         bias = self.position_bias(window) if self.position_bias is not None else None
         allowed = self.window_mask((height, width), x.device)
         out = window_reverse(self.attend(q, KeySource(k, v, bias, allowed)), window, padded)
