@@ -555,10 +555,11 @@ def memory_target(blocks: Sequence[dict[str, Any]]) -> Target:
 
 
 def results_table(rows: Sequence[Row]) -> str:
-    """One line per (case, map): core and straightforward side by side."""
+    """One line per (case, map): core and straightforward side by side; ``IQR%`` is the
+    largest interquartile range of the four timings, relative to its median."""
     head = (f"{'case':<30}{'map':>5}{'GMACs':>8}{'fwd ms':>9}{'ref':>9}{'x':>6}"
             f"{'f+b ms':>9}{'ref':>9}{'x':>6}{'GFLOP/s':>9}{'%peak':>7}"
-            f"{'MiB fwd':>9}{'ref':>8}{'MiB f+b':>9}{'ref':>8}{'diff':>9}")
+            f"{'MiB fwd':>9}{'ref':>8}{'MiB f+b':>9}{'ref':>8}{'IQR%':>6}{'diff':>9}")
     lines = [head, "-" * len(head)]
     core = [r for r in rows if r.path == "core"]
     for r in core:
@@ -568,6 +569,7 @@ def results_table(rows: Sequence[Row]) -> str:
             f"{r.speedup_fwd:>6.2f}{r.fwdbwd_ms:>9.2f}{ref.fwdbwd_ms:>9.2f}"
             f"{r.speedup_fwdbwd:>6.2f}{r.gflops:>9.1f}{100 * r.peak_fraction:>7.0f}"
             f"{r.fwd_mib:>9.0f}{ref.fwd_mib:>8.0f}{r.fwdbwd_mib:>9.0f}{ref.fwdbwd_mib:>8.0f}"
+            f"{100 * max(r.fwd_spread, r.fwdbwd_spread, ref.fwd_spread, ref.fwdbwd_spread):>6.0f}"
             f"{r.diff:>9.1e}"
         )
     return "\n".join(lines)
@@ -785,7 +787,8 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
           f" dtype {args.dtype}, batch {settings.batch}, threads {settings.threads}, "
           f"median of {settings.repeats} after {settings.warmup} warm-up, interleaved")
     print(f"matmul peak (fp32, n={args.peak_n}): {peak:.1f} GFLOP/s; GMACs per image; "
-          "x = straightforward / core; diff = max|core - ref| / max(1, max|ref|)\n")
+          "x = straightforward / core; IQR% = largest spread of the four timings;\n"
+          "diff = max|core - ref| / max(1, max|ref|)\n")
     if any(case.model.endswith("*") for case in cases):
         print("* a family with only mini models, rebuilt in Swin-T's frame (C 96, 3 heads)\n")
     rows, notes = run_all(cases, args, settings, peak)

@@ -83,9 +83,10 @@ def test_cli_writes_table_csv_json_and_plot(
 
 
 def test_memory_limit_skips_without_attempting(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    swin_cases: list[bench.Case], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    case = bench.discover_cases(["swin"], ["W-MSA"])[0]
+    case = swin_cases[0]
     small = bench.score_bytes(case.mixer, 1, 8, torch.float32)
     large = bench.score_bytes(case.mixer, 1, 16, torch.float32)
     assert small == 4 * 3 * 49 * 49 * 4 and large == 9 * 3 * 49 * 49 * 4  # windows x heads
