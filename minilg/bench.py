@@ -271,6 +271,19 @@ def score_bytes(mixer: TokenMixer, batch: int, size: int, dtype: torch.dtype) ->
     return int(counter.bytes)
 
 
+def estimated_bytes(
+    mixer: TokenMixer, batch: int, size: int, dtype: torch.dtype
+) -> tuple[int, str]:
+    """:func:`score_bytes`, or, when a mixer cannot run on the meta device (data-dependent
+    shapes), the upper bound of full attention ``B x heads x N^2`` and a note saying so."""
+    try:
+        return score_bytes(mixer, batch, size, dtype), ""
+    except (RuntimeError, NotImplementedError) as e:
+        heads = int(getattr(mixer, "heads", 1))
+        bound = batch * heads * (size * size) ** 2 * torch.finfo(dtype).bits // 8
+        return bound, f"full-attention bound (meta trace failed: {str(e).splitlines()[0]})"
+
+
 def matmul_peak(device: torch.device, n: int, repeats: int, warmup: int) -> float:
     """GFLOP/s of an fp32 ``n x n`` matmul (``2 n^3`` FLOPs), median of ``repeats``."""
     a = torch.randn(n, n, device=device)
@@ -707,13 +720,14 @@ def run_all(
     for case, size in bar:
         bar.set_postfix_str(f"{case.name} @ {size}")
         try:
-            scores = score_bytes(case.mixer, settings.batch, size, settings.dtype)
-        except (RuntimeError, NotImplementedError, ValueError) as e:
-            notes.append(f"{case.name} @ {size}: skipped, cannot estimate its memory ({e})")
+            scores, how = estimated_bytes(case.mixer, settings.batch, size, settings.dtype)
+        except ValueError as e:  # the mixer refuses this size or input
+            notes.append(f"{case.name} @ {size}: skipped, {e}")
             continue
         if scores > args.memory_limit * 2**30:
             notes.append(f"{case.name} @ {size}: skipped, straightforward scores need "
-                         f"{scores / 2**30:.1f} GiB > --memory-limit {args.memory_limit:g} GiB")
+                         f"{scores / 2**30:.1f} GiB > --memory-limit {args.memory_limit:g} GiB"
+                         + (f" ({how})" if how else ""))
             continue
         try:
             rows.extend(measure(case, size, settings, peak))

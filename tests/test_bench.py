@@ -108,6 +108,21 @@ def test_memory_limit_skips_without_attempting(
     assert len(json.loads((tmp_path / "bench.json").read_text())["rows"]) == 2
 
 
+def test_estimate_falls_back_to_the_full_attention_bound(
+    swin_cases: list[bench.Case], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mixer = swin_cases[0].mixer
+    assert bench.estimated_bytes(mixer, 2, 8, torch.float32) == (2 * 4 * 3 * 49 * 49 * 4, "")
+
+    def no_meta(*args: object) -> int:
+        raise NotImplementedError("data-dependent\nshape")
+
+    monkeypatch.setattr(bench, "score_bytes", no_meta)
+    size, note = bench.estimated_bytes(mixer, 2, 8, torch.bfloat16)
+    assert size == 2 * 3 * 64**2 * 2
+    assert note == "full-attention bound (meta trace failed: data-dependent)"
+
+
 def test_block_memory_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--families", "swin", "--mixers", "W-MSA", "--sizes", "8", *TINY,
             "--block-memory", "--block-batch", "2", "--out", str(tmp_path)]
