@@ -588,6 +588,24 @@ def results_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def results_markdown(rows: Sequence[Row], exponents: Sequence[dict[str, Any]]) -> str:
+    """The table as markdown (``bench.md``), with the core's forward time exponents."""
+    lines = ["| case | map | GMACs | fwd ms | ref | x | f+b ms | ref | x | GFLOP/s | % peak "
+             "| MiB f+b | ref | exp. fwd |", "|---|" + "---:|" * 13]
+    for r in (r for r in rows if r.path == "core"):
+        ref = next(s for s in rows if s.case == r.case and s.size == r.size and s is not r)
+        slope = next((e["fwd"] for e in exponents if e["case"] == r.case and e["path"] == "core"
+                      and e["to"] == r.size and e["from"] < r.size), None)
+        lines.append(
+            f"| {r.case} | {r.size} | {r.macs / 1e9:.3f} | {r.fwd_ms:.1f} | {ref.fwd_ms:.1f} | "
+            f"{r.speedup_fwd:.2f} | {r.fwdbwd_ms:.1f} | {ref.fwdbwd_ms:.1f} | "
+            f"{r.speedup_fwdbwd:.2f} | {r.gflops:.1f} | {100 * r.peak_fraction:.0f} | "
+            f"{r.fwdbwd_mib:.0f} | {ref.fwdbwd_mib:.0f} | "
+            f"{'-' if slope is None else f'{slope:.2f}'} |"
+        )
+    return "\n".join(lines)
+
+
 def scaling_table(exponents: Sequence[dict[str, Any]]) -> str:
     lines = [f"{'case':<30}{'path':<17}{'maps':>11}{'MACs':>7}{'fwd':>7}{'f+b':>7}"]
     for e in exponents:
@@ -761,14 +779,15 @@ def report(
 
 
 def write_outputs(out: Path, payload: dict[str, Any], rows: Sequence[Row]) -> list[Path]:
-    """``bench.csv``, ``scaling.csv``, ``bench.json`` and ``bench.png`` under ``out``."""
+    """``bench.csv``, ``scaling.csv``, ``bench.json``, ``bench.md``, ``bench.png`` under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     records = [asdict(r) for r in rows]
     write_csv(out / "bench.csv", [{k: v for k, v in r.items() if not k.endswith("samples_ms")}
                                   for r in records])
     write_csv(out / "scaling.csv", payload["scaling"])
     (out / "bench.json").write_text(json.dumps({**payload, "rows": records}, indent=1) + "\n")
-    written = [out / "bench.csv", out / "scaling.csv", out / "bench.json"]
+    (out / "bench.md").write_text(results_markdown(rows, payload["scaling"]) + "\n")
+    written = [out / "bench.csv", out / "scaling.csv", out / "bench.json", out / "bench.md"]
     if rows and plot(rows, out / "bench.png"):
         written.append(out / "bench.png")
     return written

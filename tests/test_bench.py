@@ -80,6 +80,9 @@ def test_cli_writes_table_csv_json_and_plot(
         assert {"case", "path", "from", "to", "macs", "fwd", "fwdbwd"} <= set(
             next(csv.DictReader(handle)))
     assert (tmp_path / "bench.png").stat().st_size > 0
+    markdown = (tmp_path / "bench.md").read_text().splitlines()
+    assert len(markdown) == 2 + 2 * 3 and markdown[2].startswith("| swin_tiny s1.b0 W-MSA | 8 |")
+    assert markdown[2].endswith("| - |") and not markdown[3].endswith("| - |")  # exponent
 
 
 def test_memory_limit_skips_without_attempting(
