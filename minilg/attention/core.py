@@ -127,7 +127,7 @@ def attend(q: Tensor, sources: Sequence[KeySource], heads: int) -> Tensor:
     if using_reference_math():
         out = explicit_attention(q4, k4, v4, mask)
     else:
-        out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask)
+        out = fused_attention(q4, k4, v4, mask)
     if has_key is not None:
         out = out.masked_fill(~has_key, 0.0)
     return rearrange(out, unfold, g=groups)
@@ -149,6 +149,19 @@ def _fold_mask(mask: Tensor, groups: int, heads: int) -> Tensor:
         return mask[:, 0]
     mask = mask.expand(b, groups, heads, *mask.shape[3:])
     return rearrange(mask, "b g h tq tk -> b (g h) tq tk")
+
+
+def fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """SDPA, except on the CPU when the mask needs a gradient (a learned bias in training).
+
+    There SDPA leaves its fused kernel for a math path with an extra safe-softmax pass; the same
+    math with the mask broadcast (never materialised per sample) is faster. No row is all
+    ``-inf`` here (:func:`attend` unmasks those rows first), so a plain softmax is safe.
+    """
+    if mask is not None and mask.requires_grad and q.device.type == "cpu":
+        scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + mask
+        return torch.softmax(scores, dim=-1) @ v
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
@@ -239,6 +252,6 @@ def linear_macs(tokens: int, dim_in: int, dim_out: int) -> int:
 
 __all__ = [
     "AttentionMixer", "KeySource", "attend", "attention_macs", "check_dim_heads",
-    "combined_mask", "explicit_attention", "linear_macs", "reference_math",
+    "combined_mask", "explicit_attention", "fused_attention", "linear_macs", "reference_math",
     "using_reference_math",
 ]
