@@ -34,8 +34,8 @@ from minilg.data.core import DatasetUnavailableError
 from minilg.training.config import TrainConfig
 from minilg.training.errors import CheckpointError, ConfigError, MinilgError
 
-__all__ = ["VERBS", "UsageError", "cmd_compare", "cmd_convert", "cmd_coursework", "cmd_eval",
-           "cmd_info", "cmd_list", "cmd_train", "main", "run_verb"]
+__all__ = ["VERBS", "UsageError", "cmd_bench", "cmd_compare", "cmd_convert", "cmd_coursework",
+           "cmd_eval", "cmd_info", "cmd_list", "cmd_train", "main", "run_verb"]
 
 
 class UsageError(MinilgError):
@@ -303,6 +303,13 @@ def cmd_convert(argv: list[str]) -> int:
     return cli_convert(argv)
 
 
+def cmd_bench(argv: list[str]) -> int:
+    """``python -m minilg bench [--sizes ...] [--threads N] [--device cpu|cuda] ...``."""
+    from minilg.bench import cli_bench
+
+    return cli_bench(argv)
+
+
 def cmd_coursework(argv: list[str]) -> int:
     """``python -m minilg coursework [--out DIR] [--annotate] [NOTEBOOK ...]``."""
     from minilg.coursework import cli_coursework
@@ -317,6 +324,7 @@ VERBS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "eval": (cmd_eval, "evaluate a checkpoint"),
     "compare": (cmd_compare, "train several models under one budget and tabulate params, MACs, "
                 "speed, top-1"),
+    "bench": (cmd_bench, "cost and speed of every mixer beside a straightforward version"),
     "convert": (cmd_convert, "convert an official checkpoint (swin, focal, hat_net) into minilg "
                 "weights"),
     "coursework": (cmd_coursework, "write student versions of the notebooks (solutions removed)"),
