@@ -4,8 +4,8 @@ Trains every model in MODELS once per seed with `python -m minilg compare` (the 
 defaults, the budget of `make run`; only `--seed` changes), one run at a time on one CPU thread, and
 collects the results in one JSON file (per run: final and best top-1, per-epoch validation curve,
 throughput, minutes). Runs go in priority groups (the GG-vs-window question first), all seeds of
-a group before the next group; finished runs are kept, so an interrupted campaign continues
-where it stopped. Usage (from the repository root):
+a group before the next group (the last group one model at a time); finished runs are kept, so
+an interrupted campaign continues where it stopped. Usage (from the repository root):
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python scripts/multiseed.py \
         --epochs 5 --seeds 0 1 2 --out data/results/07_multiseed.json
@@ -28,7 +28,7 @@ from pathlib import Path
 GROUPS = (
     ("gg_mini", "window_mini"),
     ("deit_mini", "gg_mini_glance", "swin_mini"),
-    ("sra_mini", "gg_mini_gaze", "gg_mini_glance_window", "local_control"),
+    ("local_control", "sra_mini", "gg_mini_glance_window", "gg_mini_gaze"),
 )
 MODELS = tuple(m for group in GROUPS for m in group)
 # A truly local control: window_mini with 1x1 windows never mixes tokens in attention; only the
@@ -100,7 +100,9 @@ def main() -> int:
     })
     groups = [[m for m in g if m in models] for g in GROUPS]
     groups.append([m for m in models if m not in MODELS])
-    order = [(name, seed) for g in groups for seed in args.seeds for name in g]
+    # groups 1 and 2 interleave their models seed by seed; group 3 finishes one model at a time
+    order = [(name, seed) for g in groups[:2] for seed in args.seeds for name in g]
+    order += [(name, seed) for g in groups[2:] for name in g for seed in args.seeds]
     for name, seed in order:
         if (name, seed) in done:
             continue
