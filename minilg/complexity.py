@@ -12,7 +12,10 @@ re-exported here:
 * ``msa_macs``: Omega(MSA) = 4NC^2 + 2N^2C (GG Eq. 4);
 * ``window_msa_macs``: Omega(W-MSA) = 4NC^2 + 2M^2NC (GG Eq. 12, Swin Eq. 2);
 * ``sra_macs``: PVT spatial-reduction attention;
-* ``gg_msa_macs``: Omega(GG-MSA) = 4NC^2 + 2M^2NC + k^2NC (GG Eq. 14).
+* ``gg_msa_macs``: Omega(GG-MSA) = 4NC^2 + 2M^2NC + k^2NC (GG Eq. 14);
+* ``focal_macs``: focal attention, O((L + sum_l (s_r^l)^2) MNd) (Focal Sec. 3.2.2), exactly.
+* ``h_mhsa_macs``: Omega(H-MHSA) = 5NC^2 + 2G1^2 N C + 2PC(C + N) (HAT-Net Eq. 15 + W_2^q).
+* ``salg_attention_macs``: SALG Eq. 1 + Eq. 2, ``n_R K C + 4(N + n_R)C^2 + 2 n_R (1 + K)^2 C``.
 """
 
 from __future__ import annotations
@@ -24,18 +27,24 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from minilg.attention.focal import focal_macs
 from minilg.attention.full import msa_macs
 from minilg.attention.glance_gaze import gg_msa_macs
+from minilg.attention.hierarchical import h_mhsa_macs
+from minilg.attention.semantic_regions import salg_attention_macs
 from minilg.attention.spatial_reduction import sra_macs
 from minilg.attention.window import window_msa_macs
 
 __all__ = [
     "count_macs",
+    "focal_macs",
     "format_macs",
     "gg_msa_macs",
+    "h_mhsa_macs",
     "measured_model_macs",
     "model_macs",
     "msa_macs",
+    "salg_attention_macs",
     "sra_macs",
     "window_msa_macs",
 ]

@@ -67,18 +67,46 @@ def info_table(names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def cli_info(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m minilg info",
-        description="Parameters and exact MACs (multiply-accumulates; the papers' 'FLOPs') of "
-        "every registered model, beside the published figures.",
+def cli_info(argv: list[str], parser: argparse.ArgumentParser | None = None) -> int:
+    """``python -m minilg info [PATTERN]``; a pattern matching nothing raises ValueError (the
+    command line prints it as one line, exit 2). ``parser``: the command line's own parser."""
+    parser = parser or argparse.ArgumentParser(prog="python -m minilg info")
+    parser.description = (
+        "Parameters and exact MACs (multiply-accumulates; the papers' 'FLOPs') of every "
+        "registered model, beside the published figures."
     )
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter on names")
     args = parser.parse_args(argv)
     names = list_models(args.pattern)
     if not names:
-        parser.error(f"no registered model matches {args.pattern!r}; available: {list_models()}")
+        raise ValueError(
+            f"no registered model matches {args.pattern!r}; try '*mini*', or 'python -m minilg "
+            "list' for every name"
+        )
     print("MACs = multiply-accumulates of matmuls and convolutions (norms, softmax not counted),")
     print("for one image at the model's resolution; 'd' = ours relative to published.\n")
     print(info_table(names))
+    notes = breakdown_notes(names)
+    if notes:
+        print("\nWithout the attention matmuls (the convention HAT-Net's published FLOPs follow):")
+        print("\n".join(notes))
     return 0
+
+
+def breakdown_notes(names: list[str]) -> list[str]:
+    """One line per model whose ``macs_breakdown`` separates the attention matmuls (HAT-Net)."""
+    import torch
+
+    lines = []
+    for name in names:
+        with torch.device("meta"):
+            model = create_model(name)
+        breakdown = getattr(model, "macs_breakdown", None)
+        if breakdown is None:
+            continue
+        parts = breakdown(getattr(model, "img_size", 224))
+        without = parts.total - parts.attention
+        lines.append(f"  {name}: {parts.total / 1e9:.3f} GMACs complete, {without / 1e9:.3f} "
+                     f"without attention matmuls, {(without + parts.norm_elements) / 1e9:.3f} "
+                     "with one MAC per normalised element")
+    return lines

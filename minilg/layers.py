@@ -115,13 +115,15 @@ class PatchEmbed(nn.Module):
     are zero-padded on the bottom/right. MACs: ``H' W' P^2 C_in C``.
     """
 
-    def __init__(self, in_chans: int, dim: int, patch: int, norm: bool = True) -> None:
+    def __init__(
+        self, in_chans: int, dim: int, patch: int, norm: bool = True, eps: float = 1e-5
+    ) -> None:
         super().__init__()
         if patch < 1:
             raise ValueError(f"patch size must be >= 1, got patch={patch}")
         self.in_chans, self.dim, self.patch = in_chans, dim, patch
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
-        self.norm: nn.Module = nn.LayerNorm(dim) if norm else nn.Identity()
+        self.norm: nn.Module = nn.LayerNorm(dim, eps=eps) if norm else nn.Identity()
 
     def out_size(self, height: int, width: int) -> tuple[int, int]:
         patch = self.patch
@@ -151,10 +153,10 @@ class PatchMerging(nn.Module):
     MACs: ``H' W' 4C C_out``.
     """
 
-    def __init__(self, dim: int, out_dim: int) -> None:
+    def __init__(self, dim: int, out_dim: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.dim, self.out_dim = dim, out_dim
-        self.norm = nn.LayerNorm(4 * dim)
+        self.norm = nn.LayerNorm(4 * dim, eps=eps)
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
 
     def out_size(self, height: int, width: int) -> tuple[int, int]:
@@ -202,7 +204,22 @@ class Block(nn.Module):
         self.scale2: nn.Module = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path = DropPath(drop_path)
 
+    #: Without autograd, batches whose map holds more elements than this run in slices of
+    #: samples, so the block's transient memory (qkv, windows, the MLP's 4C hidden layer) stays
+    #: bounded at any batch size. Samples are independent, so the output is the same.
+    inference_chunk_elements: int = 1 << 23
+
     def forward(self, x: Tensor) -> Tensor:
+        per_sample = x[0].numel() if x.shape[0] else 1
+        if torch.is_grad_enabled() or x.numel() <= self.inference_chunk_elements:
+            return self._forward(x)
+        out = torch.empty_like(x)
+        step = max(1, self.inference_chunk_elements // per_sample)
+        for start in range(0, x.shape[0], step):
+            out[start : start + step] = self._forward(x[start : start + step])
+        return out
+
+    def _forward(self, x: Tensor) -> Tensor:
         x = x + self.drop_path(self.scale1(self.mixer(self.norm1(x))))
         out: Tensor = x + self.drop_path(self.scale2(self.mlp(self.norm2(x))))
         return out

@@ -4,7 +4,7 @@
     python -m minilg train --out runs/swin --resume            # continue a stopped run exactly
     python -m minilg eval --checkpoint runs/swin
     python -m minilg compare --models deit_mini,window_mini,swin_mini --out runs/compare
-    torchrun --nproc_per_node 2 -m minilg.train --model swin_mini --out runs/ddp   # DDP
+    torchrun --nproc_per_node 2 -m minilg train --model swin_mini --out runs/ddp   # DDP
 
 or from Python::
 
@@ -14,6 +14,10 @@ or from Python::
 
 How the loop works (everything below is in :func:`train`):
 
+* **Checks first** -- every option is range-checked when the :class:`TrainConfig` is built; the
+  model and its ``model_kwargs`` (built on the meta device), the device and the ``out`` folder
+  are checked before any data is loaded. A second run into a folder in use is refused (a lock
+  that dies with its process, :mod:`minilg.training.rundir`).
 * **Data** -- the whole uint8 dataset ``(N, H, W, 3)`` sits on the training device. Each epoch a
   seeded CPU :class:`torch.Generator` draws a permutation; each step takes the next global batch of
   indices and :class:`minilg.data.augment.BatchAugment` crops, flips, mixes and normalises the
@@ -23,31 +27,30 @@ How the loop works (everything below is in :func:`train`):
   cosine decay, set every step from :func:`lr_at`. Gradients are clipped by global norm.
 * **Mixed precision** -- on CUDA, ``amp="auto"`` uses bf16 where supported, else fp16 with a
   gradient scaler. ``compile=True`` wraps the model in :func:`torch.compile`.
-* **Checkpoints** -- after every epoch, ``model.safetensors`` + ``train_state.pt`` are written
-  atomically (:mod:`minilg.training.checkpoint`). The state includes every RNG, so resuming a
-  stopped run ends with bit-identical weights on CPU.
+* **Divergence** -- a NaN or infinite loss stops the run with
+  :class:`~minilg.training.errors.TrainingDivergedError`; the last good checkpoint stays current.
+* **Checkpoints** -- after every epoch, weights, training state and a manifest with checksums are
+  written as one atomic unit (:mod:`minilg.training.checkpoint`). The state includes every RNG, so
+  resuming a stopped run ends with bit-identical weights on CPU.
 * **DDP** -- under ``torchrun`` every rank draws the same permutation and augments the same
   *global* batch from the same generator, then keeps its own slice ``[rank*b:(rank+1)*b]``. The
   ranks therefore see disjoint shards of exactly the batch a single process would see, and the
   averaged gradients match single-process training with that global batch.
 * **Outputs** -- ``config.json``, ``metrics.csv``/``metrics.json`` (one row per epoch),
-  ``curves.png`` in the ``out`` folder; ``out=None`` keeps everything in memory.
+  ``curves.png`` and ``checkpoints/`` in the ``out`` folder; ``out=None`` keeps everything in
+  memory.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import dataclasses
+import functools
 import json
-import math
 import os
 import random
 import sys
 import time
-import types
 import typing
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,102 +63,41 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 import minilg
-from minilg.data import DatasetUnavailableError, load_subset
+from minilg.data import load_subset
 from minilg.data.augment import BatchAugment
+from minilg.data.core import DataError
 from minilg.training import checkpoint as ckpt
 from minilg.training import distributed as ddp
+from minilg.training.config import TrainConfig, check_device, check_model, resolve_crop_scale
+from minilg.training.errors import (
+    CheckpointError,
+    ConfigError,
+    MinilgError,
+    NothingToResumeError,
+    RunExistsError,
+    TrainingDivergedError,
+)
 from minilg.training.metrics import plot_curves, write_metrics
+from minilg.training.optim import amp_dtype, autocast, build_optimizer, lr_at, param_groups
+from minilg.training.rundir import check_writable_folder, run_lock
 
 __all__ = [
     "TrainConfig",
     "TrainResult",
     "build_optimizer",
-    "cli_compare",
-    "cli_eval",
-    "cli_train",
     "evaluate",
     "load_datasets",
     "load_model",
+    "locate_checkpoint",
     "lr_at",
+    "model_from_weights",
     "param_groups",
     "resolve_crop_scale",
     "train",
 ]
 
-
-# ============================================================================= configuration
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run. Plain values only: it is saved as JSON."""
-
-    # what to train on
-    model: str = "swin_mini"  # a name from minilg.list_models()
-    model_kwargs: dict[str, Any] = field(default_factory=dict)  # create_model overrides
-    data: str = "synthetic"  # a name understood by minilg.data.load_subset
-    root: str | None = None  # where load_subset finds/caches real data (e.g. Imagenette)
-    resolution: int = 32  # input side in pixels
-    # optimisation
-    epochs: int = 10
-    batch_size: int = 128  # global batch: split over DDP ranks
-    lr: float = 1e-3  # peak learning rate, reached after warm-up
-    min_lr: float = 1e-5  # end of the cosine decay
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    clip_grad: float = 1.0  # max global gradient norm; 0 disables clipping
-    # regularisation and augmentation
-    label_smoothing: float = 0.1
-    mixup: float = 0.0  # mixup alpha; 0 disables
-    cutmix: float = 0.0  # cutmix alpha; 0 disables
-    # random-resized-crop area range (lo, hi); None: no crop; "auto": none for "synthetic"
-    # (a crop can cut a stroke out of the picture, changing the label), (0.35, 1) otherwise
-    crop_scale: tuple[float, float] | str | None = "auto"
-    hflip: bool = True
-    drop_path: float = 0.1  # stochastic depth rate
-    # machinery
-    seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
-    amp: str = "auto"  # "auto" | "bf16" | "fp16" | "off"
-    compile: bool = False  # torch.compile the model
-    threads: int = 0  # torch CPU threads; 0 = all cores (split between local DDP ranks)
-    eval_every: int = 1  # evaluate every N epochs (and always after the last)
-    eval_batch_size: int = 256
-    max_train_samples: int | None = None  # use a seeded subset of the training split
-    max_eval_samples: int | None = None  # use a seeded subset of the validation split
-    out: str | None = "runs/default"  # run folder; None writes nothing
-    resume: bool = False  # continue from the checkpoint in ``out``
-    stop_after: int | None = None  # stop once this many epochs are done (simulates a kill)
-    verbose: bool = True  # print one line per epoch
-
-    def __post_init__(self) -> None:
-        if isinstance(self.crop_scale, (list, tuple)):  # lists come back from config.json
-            self.crop_scale = (float(self.crop_scale[0]), float(self.crop_scale[1]))
-        elif self.crop_scale not in (None, "auto"):
-            raise ValueError(f"crop_scale must be (lo, hi), None or 'auto': {self.crop_scale!r}")
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be positive")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Build a config from a dict (e.g. ``config.json``), ignoring unknown keys."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def resolve_crop_scale(cfg: TrainConfig) -> tuple[float, float] | None:
-    """The crop range :class:`BatchAugment` gets: ``"auto"`` depends on the dataset."""
-    if cfg.crop_scale == "auto":
-        return None if cfg.data in ("synthetic", "default") else (0.35, 1.0)
-    assert not isinstance(cfg.crop_scale, str)
-    return cfg.crop_scale
-
-
-# Fields that may differ when resuming without breaking exactness.
-_RESUME_MAY_CHANGE = {"device", "compile", "threads", "out", "resume", "stop_after", "verbose"}
+# How often (in steps) the loop looks at its NaN/inf counter; each look is one host sync.
+DIVERGENCE_CHECK_EVERY = 20
 
 
 @dataclass
@@ -174,78 +116,6 @@ class TrainResult:
         return self.history[-1] if self.history else {}
 
 
-# ============================================================================= optimiser pieces
-def _no_decay_names(model: nn.Module) -> set[str]:
-    names: set[str] = set()
-    for attr in ("no_weight_decay", "no_weight_decay_keywords"):
-        fn = getattr(model, attr, None)
-        if callable(fn):
-            names |= set(fn())
-    return names
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two AdamW groups: weights with decay, and the rest without.
-
-    No decay for: every parameter with ``ndim <= 1`` (norm scales and shifts, biases) and every
-    name listed by ``model.no_weight_decay()`` (position-bias tables, ``pos_embed``,
-    ``cls_token``); a listed name matches the full parameter name or its last components.
-    """
-    skip = _no_decay_names(model)
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        listed = any(name == s or name.endswith("." + s) for s in skip)
-        (no_decay if p.ndim <= 1 or listed else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`; betas (0.9, 0.999) as in DeiT/Swin."""
-    fused = next(model.parameters()).device.type == "cuda"
-    return torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999), fused=fused
-    )
-
-
-def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float) -> float:
-    """Learning rate for optimiser step ``step`` (0-based): linear warm-up, then cosine.
-
-    * ``step < warmup_steps``: ``lr * (step + 1) / warmup_steps`` -- reaches ``lr`` on the last
-      warm-up step, never 0;
-    * then ``min_lr + (lr - min_lr) * (1 + cos(pi * t)) / 2`` with
-      ``t = (step - warmup_steps) / (total_steps - warmup_steps)``, so ``lr`` at the first
-      step after warm-up and ``min_lr`` at ``step == total_steps``.
-    """
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    decay_steps = max(1, total_steps - warmup_steps)
-    t = min(1.0, (step - warmup_steps) / decay_steps)
-    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (None = full fp32)."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-def _autocast(
-    device: torch.device, dtype: torch.dtype | None
-) -> contextlib.AbstractContextManager[Any]:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 # ============================================================================= data
 @dataclass
 class _Split:
@@ -259,6 +129,8 @@ def _subset(images: Tensor, labels: Tensor, n: int | None) -> tuple[Tensor, Tens
     """A seeded (seed 0, independent of the run's seed) random subset of size ``n``."""
     if n is None or n >= len(labels):
         return images, labels
+    if n < 1:
+        raise ValueError(f"a sample limit must be >= 1, got {n}")
     idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:n]
     idx = idx.sort().values.to(labels.device)
     return images[idx], labels[idx]
@@ -267,7 +139,8 @@ def _subset(images: Tensor, labels: Tensor, n: int | None) -> tuple[Tensor, Tens
 def load_datasets(cfg: TrainConfig, device: torch.device) -> tuple[_Split, _Split]:
     """The train and validation splits of ``cfg.data`` as tensors on ``device``.
 
-    Raises :class:`minilg.data.DatasetUnavailableError` when the data cannot be had offline.
+    Raises :class:`minilg.data.DatasetUnavailableError` when the data cannot be had offline, and
+    :class:`minilg.data.core.DataError` when the two splits do not share one class list.
     """
     splits = []
     for split, limit in (("train", cfg.max_train_samples), ("val", cfg.max_eval_samples)):
@@ -275,6 +148,11 @@ def load_datasets(cfg: TrainConfig, device: torch.device) -> tuple[_Split, _Spli
         images, labels = _subset(ds.images, ds.labels, limit)
         splits.append(
             _Split(images.to(device), labels.to(device), ds.num_classes, list(ds.classes))
+        )
+    if splits[0].classes != splits[1].classes:
+        raise DataError(
+            f"{cfg.data}: the train and val splits have different classes "
+            f"({splits[0].classes[:5]} ... vs {splits[1].classes[:5]} ...)"
         )
     return splits[0], splits[1]
 
@@ -311,7 +189,7 @@ def evaluate(
         idx = shard[start : start + batch_size]
         x, _ = aug(images[idx], labels[idx], num_classes, train=False)  # resize + normalise
         y = labels[idx].to(device)
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             logits = model(x.to(device)).float()
         topk = logits.topk(k, dim=1).indices
         sums[0] += F.cross_entropy(logits, y, reduction="sum").double()
@@ -330,6 +208,377 @@ def evaluate(
 
 
 # ============================================================================= the loop
+@dataclass
+class _Run:
+    """Everything that changes while training, plus the fixed pieces the loop needs."""
+
+    model: nn.Module  # unwrapped: what is saved and evaluated
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    gen: torch.Generator  # data order and augmentation (identical on every rank)
+    aug: BatchAugment
+    amp: torch.dtype | None
+    num_classes: int
+    classes: list[str]
+    local_bs: int  # this rank's share of the global batch
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    epoch: int = 0  # epochs done
+    step: int = 0  # optimiser steps done
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data``; see the module docstring for what happens."""
+    check_model(cfg)  # before any data is loaded: names, overrides, device, out folder
+    check_device(cfg.device)
+    device = ddp.resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    info = ddp.setup(device)
+    try:
+        with contextlib.ExitStack() as held:  # the out folder's lock, for the whole run
+            out_dir = Path(cfg.out).expanduser() if cfg.out else None
+            resuming = _on_main_rank(info, lambda: _claim_out_folder(cfg, out_dir, held))
+            return _train(cfg, device, info, out_dir, bool(resuming))
+    finally:
+        ddp.teardown(info)
+
+
+def _train(
+    cfg: TrainConfig, device: torch.device, info: ddp.DistInfo, out_dir: Path | None,
+    resuming: bool,
+) -> TrainResult:
+    _set_threads(cfg, info, device)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+    train_set, val_set = load_datasets(cfg, device)  # whole uint8 arrays on the device
+    run = _build_run(cfg, device, info, train_set)
+    if resuming:
+        assert out_dir is not None
+        _restore(run, out_dir, device, info)
+    elif out_dir is not None and info.is_main:
+        ckpt.write_json(out_dir / ckpt.CONFIG_FILE, cfg.to_dict())
+    run_info = _run_info(cfg, run, len(train_set.labels), len(val_set.labels), device, info)
+    _announce(cfg, run, run_info, resuming, out_dir, info)
+    net = _wrap(run.model, cfg, device, info)
+
+    last_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
+    while run.epoch < last_epoch:
+        t0 = time.perf_counter()
+        row = _train_epoch(run, net, train_set, cfg, device, info, out_dir)
+        if run.epoch + 1 == cfg.epochs or (run.epoch + 1) % cfg.eval_every == 0:
+            m = evaluate(run.model, val_set.images, val_set.labels, batch_size=cfg.eval_batch_size,
+                         resolution=cfg.resolution, amp_dtype=run.amp, dist_info=info)
+            row.update(val_loss=m["loss"], val_top1=m["top1"], val_top5=m["top5"])
+        row["epoch_time_s"] = time.perf_counter() - t0
+        run.history.append(row)
+        run.epoch += 1
+        if cfg.verbose and info.is_main:
+            print(_format_row(row, cfg.epochs), flush=True)
+        rng = ddp.all_gather_objects(ckpt.capture_rng(run.gen), info)  # every rank's RNGs
+        _on_main_rank(info, functools.partial(_save, run, rng, cfg, out_dir, run_info))
+
+    if out_dir is not None and info.is_main and run.history:
+        title = f"{cfg.model} on {cfg.data}"
+        plot_curves(run.history, out_dir / "curves.png", title, chance=100.0 / run.num_classes)
+    run.model.eval()
+    return TrainResult(run.model, run.history, cfg, out_dir, run_info)
+
+
+def _train_epoch(
+    run: _Run, net: nn.Module, data: _Split, cfg: TrainConfig, device: torch.device,
+    info: ddp.DistInfo, out_dir: Path | None,
+) -> dict[str, Any]:
+    """One pass over the training split; returns the epoch's row of metrics (no val yet)."""
+    net.train()
+    t0 = time.perf_counter()
+    perm = torch.randperm(len(data.labels), generator=run.gen).to(device)
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.float64)
+    nonfinite = torch.zeros((), device=device, dtype=torch.int64)  # steps with a NaN/inf loss
+    my_slice = slice(info.rank * run.local_bs, (info.rank + 1) * run.local_bs)
+    bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {run.epoch + 1}/{cfg.epochs}",
+               disable=not _show_progress(info), leave=False)
+    lr = 0.0
+    for i in bar:
+        idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        # augment the whole global batch (same on every rank), keep this rank's slice
+        x, targets = run.aug(data.images[idx], data.labels[idx], run.num_classes, run.gen)
+        x, targets, y = x[my_slice], targets[my_slice], data.labels[idx][my_slice]
+
+        lr = lr_at(run.step, run.total_steps, run.warmup_steps, cfg.lr, cfg.min_lr)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(device, run.amp):
+            logits = net(x)
+        loss = F.cross_entropy(logits.float(), targets)  # soft targets from BatchAugment
+        run.optimizer.zero_grad(set_to_none=True)
+        scaled: Tensor = run.scaler.scale(loss)
+        scaled.backward()  # type: ignore[no-untyped-call]
+        if cfg.clip_grad > 0:
+            run.scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.step += 1
+
+        loss_sum += loss.detach().double() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        nonfinite += (~torch.isfinite(loss.detach())).long()
+        if (i + 1) % DIVERGENCE_CHECK_EVERY == 0 or i + 1 == run.steps_per_epoch:
+            _stop_if_diverged(nonfinite, run, cfg, lr, info, out_dir)
+        if i % 10 == 0 and not bar.disable:
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_time = time.perf_counter() - t0
+    totals = ddp.all_reduce_sum(torch.stack([loss_sum, correct]), info)
+    seen = run.steps_per_epoch * cfg.batch_size
+    return {
+        "epoch": run.epoch + 1,
+        "step": run.step,
+        "lr": lr,
+        "train_loss": float(totals[0]) / seen,
+        "train_top1": 100.0 * float(totals[1]) / seen,
+        "val_loss": None,
+        "val_top1": None,
+        "val_top5": None,
+        "train_images_per_s": seen / train_time,
+    }
+
+
+def _stop_if_diverged(
+    nonfinite: Tensor, run: _Run, cfg: TrainConfig, lr: float, info: ddp.DistInfo,
+    out_dir: Path | None,
+) -> None:
+    """TrainingDivergedError on every rank once any rank has seen a NaN or infinite loss."""
+    if int(ddp.all_reduce_sum(nonfinite.clone(), info)) == 0:
+        return
+    kept = (
+        f"the last good checkpoint (epoch {run.epoch}) in {out_dir} is kept"
+        if out_dir is not None and run.epoch > 0
+        else "nothing was saved"
+    )
+    raise TrainingDivergedError(
+        f"training diverged: the loss became NaN or infinite in epoch {run.epoch + 1} (by step "
+        f"{run.step}, lr {lr:.2e}); {kept}. Try a lower --lr (now {cfg.lr:g}), a longer "
+        f"--warmup-epochs (now {cfg.warmup_epochs:g}), --clip-grad 1, or --amp off"
+    )
+
+
+# ============================================================================= set-up pieces
+_T = typing.TypeVar("_T")
+
+
+def _on_main_rank(info: ddp.DistInfo, fn: typing.Callable[[], _T]) -> _T | None:
+    """Run ``fn`` on the main rank only and hand its result to every rank; if it fails there,
+    every rank fails (none waits forever in a collective)."""
+    result: _T | None = None
+    error: Exception | None = None
+    if info.is_main:
+        try:
+            result = fn()
+        except Exception as e:
+            error = e
+    failed, result = ddp.broadcast_object((None if error is None else str(error), result), info)
+    if error is not None:
+        raise error
+    if failed is not None:
+        raise MinilgError(f"the main rank failed: {failed}")
+    return result
+
+
+def _claim_out_folder(cfg: TrainConfig, out_dir: Path | None, held: contextlib.ExitStack) -> bool:
+    """Check and lock the out folder (held in ``held``); returns whether the run resumes."""
+    if out_dir is None:
+        if cfg.resume:
+            raise ConfigError("resume", "needs an out folder to resume from (--out)")
+        return False
+    check_writable_folder(out_dir)
+    held.enter_context(run_lock(out_dir))
+    if cfg.resume and not ckpt.has_checkpoint(out_dir):
+        raise NothingToResumeError(
+            f"nothing to resume in {out_dir}: it holds no checkpoint (one is written after each "
+            "epoch); start the run without --resume, or check --out"
+        )
+    if cfg.resume and ckpt.latest_checkpoint(out_dir) is None:
+        raise CheckpointError(
+            f"{out_dir} holds a checkpoint in the old two-file layout (model.safetensors + "
+            "train_state.pt), which cannot be resumed safely; evaluate it with `python -m minilg "
+            "eval --checkpoint` or start a new run in another folder"
+        )
+    if not cfg.resume and ckpt.has_checkpoint(out_dir):
+        raise RunExistsError(
+            f"{out_dir} already holds a checkpoint: pass resume=True (--resume) to continue "
+            "it, or choose another out folder"
+        )
+    removed = ckpt.clean_orphans(out_dir)
+    if removed and cfg.verbose:
+        print(f"note: removed what an interrupted save left in {out_dir}: {', '.join(removed)}")
+    if cfg.resume:
+        _check_resume_config(_saved_config(out_dir), cfg)
+    return cfg.resume
+
+
+def _saved_config(out_dir: Path) -> dict[str, Any]:
+    try:
+        saved: dict[str, Any] = json.loads((out_dir / ckpt.CONFIG_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{out_dir / ckpt.CONFIG_FILE} cannot be read ({e})") from None
+    return saved
+
+
+def _check_resume_config(saved: dict[str, Any], cfg: TrainConfig) -> None:
+    def plain(c: TrainConfig) -> dict[str, Any]:  # tuples -> lists, as in config.json
+        d: dict[str, Any] = json.loads(json.dumps(c.to_dict()))
+        return d
+
+    current, before = plain(cfg), plain(TrainConfig.from_dict(saved))
+    diff = [
+        f"{k}: {before[k]!r} -> {current[k]!r}"
+        for k in current
+        if k not in ckpt.RESUME_MAY_CHANGE and current[k] != before[k]
+    ]
+    if diff:
+        raise ConfigError(
+            "resume", f"cannot resume {cfg.out}: the config differs from the checkpoint's ("
+            + "; ".join(diff) + "); resume with the same options or choose another out folder"
+        )
+
+
+def _build_run(
+    cfg: TrainConfig, device: torch.device, info: ddp.DistInfo, train_set: _Split
+) -> _Run:
+    """Model, optimiser, scaler, generator, augmentation and schedule of a fresh run."""
+    n_train = len(train_set.labels)
+    if cfg.batch_size % info.world_size:
+        raise ConfigError("batch_size", f"must be divisible by the {info.world_size} ranks",
+                          cfg.batch_size)
+    if n_train < cfg.batch_size:
+        raise ConfigError("batch_size", f"must not exceed the {n_train} training images",
+                          cfg.batch_size)
+    steps_per_epoch = n_train // cfg.batch_size  # drop the last partial batch
+    _seed_everything(cfg.seed)  # same seed on every rank -> identical initial weights
+    model = minilg.create_model(
+        cfg.model, num_classes=train_set.num_classes, img_size=cfg.resolution,
+        drop_path_rate=cfg.drop_path, **cfg.model_kwargs,
+    ).to(device)
+    dtype = amp_dtype(cfg.amp, device)
+    run = _Run(
+        model=model,
+        optimizer=build_optimizer(model, cfg),
+        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        # one CPU generator: identical on every rank, the same numbers on CPU or GPU batches
+        gen=torch.Generator().manual_seed(cfg.seed),
+        aug=BatchAugment(cfg.resolution, scale=resolve_crop_scale(cfg), hflip=cfg.hflip,
+                         mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix,
+                         label_smoothing=cfg.label_smoothing),
+        amp=dtype,
+        num_classes=train_set.num_classes,
+        classes=train_set.classes,
+        local_bs=cfg.batch_size // info.world_size,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=cfg.epochs * steps_per_epoch,
+        warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
+    )
+    # Stochastic depth / dropout use the global RNG: different per rank, like different samples.
+    torch.manual_seed(cfg.seed + info.rank)
+    return run
+
+
+def _restore(run: _Run, out_dir: Path, device: torch.device, info: ddp.DistInfo) -> None:
+    """Load the verified checkpoint of ``out_dir`` into ``run`` (weights, state, RNGs)."""
+    state = ckpt.load_checkpoint(out_dir, run.model, device, _saved_config(out_dir))
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.epoch, run.step, run.history = state["epoch"], state["step"], list(state["history"])
+    rng = state["rng"]
+    ckpt.restore_rng(rng[info.rank] if len(rng) == info.world_size else rng[0], run.gen)
+    if len(rng) != info.world_size and info.is_main:
+        print(f"note: resuming {len(rng)}-rank RNG state on {info.world_size} ranks")
+
+
+def _save(
+    run: _Run, rng: list[Any], cfg: TrainConfig, out_dir: Path | None, run_info: dict[str, Any]
+) -> None:
+    """The checkpoint of the epoch just done, then the metric files (main rank only)."""
+    if out_dir is None:
+        return
+    state = {
+        "epoch": run.epoch,
+        "step": run.step,
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "history": run.history,
+        "rng": rng,
+    }
+    meta = {
+        "model": cfg.model,
+        "model_kwargs": json.dumps(cfg.model_kwargs),
+        "num_classes": str(run.num_classes),
+        "classes": json.dumps(run.classes),
+        "data": cfg.data,
+        "img_size": str(cfg.resolution),
+    }
+    ckpt.save_checkpoint(out_dir, run.model, state, meta, cfg.to_dict())
+    try:
+        write_metrics(out_dir, run.history, {"config": cfg.to_dict(), "info": run_info})
+    except OSError as e:
+        raise MinilgError(
+            f"could not write the metric files in {out_dir}: {e}; the checkpoint of epoch "
+            f"{run.epoch} is saved (free space, then --resume)"
+        ) from e
+
+
+def _run_info(
+    cfg: TrainConfig, run: _Run, n_train: int, n_val: int, device: torch.device,
+    info: ddp.DistInfo,
+) -> dict[str, Any]:
+    return {
+        "model": cfg.model,
+        "params": sum(p.numel() for p in run.model.parameters()),
+        "num_classes": run.num_classes,
+        "classes": run.classes,
+        "train_images": n_train,
+        "val_images": n_val,
+        "device": str(device),
+        "world_size": info.world_size,
+        "amp": str(run.amp).replace("torch.", "") if run.amp else "off",
+    }
+
+
+def _announce(
+    cfg: TrainConfig, run: _Run, run_info: dict[str, Any], resuming: bool,
+    out_dir: Path | None, info: ddp.DistInfo,
+) -> None:
+    if not (cfg.verbose and info.is_main):
+        return
+    if resuming:
+        print(f"{cfg.model}: resuming {out_dir} after epoch {run.epoch} (step {run.step})")
+        if run.epoch >= cfg.epochs:
+            print(f"nothing to do: all {cfg.epochs} epochs are done")
+        return
+    print(
+        f"{cfg.model}: {run_info['params'] / 1e6:.2f}M params | {cfg.data} "
+        f"{run_info['train_images']} train / {run_info['val_images']} val images, "
+        f"{run.num_classes} classes | {run.steps_per_epoch} steps/epoch x {cfg.epochs} epochs | "
+        f"{run_info['device']} x{run_info['world_size']} | amp {run_info['amp']}"
+    )
+
+
+def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device, info: ddp.DistInfo
+          ) -> nn.Module:
+    """DDP and/or torch.compile around the model (the unwrapped one is saved and evaluated)."""
+    net: nn.Module = model
+    if info.enabled:
+        device_ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=device_ids)
+    if cfg.compile:
+        net = typing.cast(nn.Module, torch.compile(net))
+    return net
+
+
 def _show_progress(info: ddp.DistInfo) -> bool:
     quiet = os.environ.get("MINILG_QUIET", "") not in ("", "0") or bool(os.environ.get("CI"))
     return info.is_main and not quiet and sys.stderr.isatty()
@@ -348,244 +597,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _check_resume_config(saved: dict[str, Any], cfg: TrainConfig) -> None:
-    def plain(c: TrainConfig) -> dict[str, Any]:  # tuples -> lists, as in config.json
-        d: dict[str, Any] = json.loads(json.dumps(c.to_dict()))
-        return d
-
-    current, saved = plain(cfg), plain(TrainConfig.from_dict(saved))
-    diff = [
-        f"{k}: {saved[k]!r} -> {current[k]!r}"
-        for k in current
-        if k not in _RESUME_MAY_CHANGE and current[k] != saved[k]
-    ]
-    if diff:
-        raise ValueError(
-            "cannot resume: the config differs from the checkpoint's (" + "; ".join(diff) + ")"
-        )
-
-
-def _check_model_name(name: str) -> None:
-    """Fail fast on a typo, before any data is loaded (the error is create_model's own)."""
-    if name not in minilg.list_models():
-        minilg.create_model(name)  # raises the library's ValueError listing the known names
-        raise ValueError(f"unknown model {name!r}")  # pragma: no cover - create_model raised
-
-
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.data``; see the module docstring for what happens."""
-    _check_model_name(cfg.model)
-    device = ddp.resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
-    info = ddp.setup(device)
-    try:
-        return _train(cfg, device, info)
-    finally:
-        ddp.teardown(info)
-
-
-def _train(cfg: TrainConfig, device: torch.device, info: ddp.DistInfo) -> TrainResult:
-    _set_threads(cfg, info, device)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")
-    out_dir = Path(cfg.out) if cfg.out else None
-    resuming = cfg.resume and out_dir is not None and ckpt.has_checkpoint(out_dir)
-    if out_dir is not None and ckpt.has_checkpoint(out_dir) and not cfg.resume:
-        raise FileExistsError(
-            f"{out_dir} already holds a checkpoint: pass resume=True (--resume) to continue "
-            "it, or choose another out folder"
-        )
-    if resuming:
-        assert out_dir is not None
-        _check_resume_config(json.loads((out_dir / ckpt.CONFIG_FILE).read_text()), cfg)
-
-    # -- data: whole uint8 arrays on the device
-    train_set, val_set = load_datasets(cfg, device)
-    n_train, num_classes = len(train_set.labels), train_set.num_classes
-    if cfg.batch_size % info.world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} not divisible by {info.world_size} ranks")
-    if n_train < cfg.batch_size:
-        raise ValueError(f"batch_size {cfg.batch_size} exceeds the {n_train} training images")
-    local_bs = cfg.batch_size // info.world_size
-    steps_per_epoch = n_train // cfg.batch_size  # drop the last partial batch
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-
-    # -- model and optimiser (same seed on every rank -> identical initial weights)
-    _seed_everything(cfg.seed)
-    model = minilg.create_model(
-        cfg.model,
-        num_classes=num_classes,
-        img_size=cfg.resolution,
-        drop_path_rate=cfg.drop_path,
-        **cfg.model_kwargs,
-    ).to(device)
-    optimizer = build_optimizer(model, cfg)
-    amp_dtype = _amp_dtype(cfg.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    # One CPU generator drives data order and augmentation: identical on every rank, and the
-    # same random numbers whether the batch lives on the CPU or a GPU.
-    gen = torch.Generator().manual_seed(cfg.seed)
-    # Stochastic depth / dropout use the global RNG: different per rank, like different samples.
-    torch.manual_seed(cfg.seed + info.rank)
-    aug = BatchAugment(
-        cfg.resolution,
-        scale=resolve_crop_scale(cfg),
-        hflip=cfg.hflip,
-        mixup_alpha=cfg.mixup,
-        cutmix_alpha=cfg.cutmix,
-        label_smoothing=cfg.label_smoothing,
-    )
-
-    start_epoch, step, history = 0, 0, []
-    if resuming:
-        assert out_dir is not None
-        state = ckpt.load_checkpoint(out_dir, model, device)
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
-        rng = state["rng"]
-        ckpt.restore_rng(rng[info.rank] if len(rng) == info.world_size else rng[0], gen)
-        if len(rng) != info.world_size and info.is_main:
-            print(f"note: resuming {len(rng)}-rank RNG state on {info.world_size} ranks")
-    elif out_dir is not None and info.is_main:
-        ckpt.write_json(out_dir / ckpt.CONFIG_FILE, cfg.to_dict())
-
-    n_params = sum(p.numel() for p in model.parameters())
-    run_info = {
-        "model": cfg.model,
-        "params": n_params,
-        "num_classes": num_classes,
-        "classes": train_set.classes,
-        "train_images": n_train,
-        "val_images": len(val_set.labels),
-        "device": str(device),
-        "world_size": info.world_size,
-        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
-    }
-    if cfg.verbose and info.is_main and resuming:
-        print(f"{cfg.model}: resuming {out_dir} after epoch {start_epoch} (step {step})")
-        if start_epoch >= cfg.epochs:
-            print(f"nothing to do: all {cfg.epochs} epochs are done")
-    elif cfg.verbose and info.is_main:
-        print(
-            f"{cfg.model}: {n_params / 1e6:.2f}M params | {cfg.data} {n_train} train / "
-            f"{len(val_set.labels)} val images, {num_classes} classes | {steps_per_epoch} "
-            f"steps/epoch x {cfg.epochs} epochs | {device} x{info.world_size} | amp "
-            f"{run_info['amp']}"
-        )
-
-    raw_model = model  # what we save and evaluate
-    net: nn.Module = model
-    if info.enabled:
-        device_ids = [device.index] if device.type == "cuda" else None
-        net = DistributedDataParallel(model, device_ids=device_ids)
-    if cfg.compile:
-        net = typing.cast(nn.Module, torch.compile(net))
-
-    last_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
-    my_slice = slice(info.rank * local_bs, (info.rank + 1) * local_bs)
-    for epoch in range(start_epoch, last_epoch):
-        # ---------------------------------------------------------------- train one epoch
-        net.train()
-        t0 = time.perf_counter()
-        perm = torch.randperm(n_train, generator=gen).to(device)
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        correct = torch.zeros((), device=device, dtype=torch.float64)
-        bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not _show_progress(info),
-            leave=False,
-        )
-        for i in bar:
-            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            # augment the whole global batch (same on every rank), keep this rank's slice
-            x, targets = aug(train_set.images[idx], train_set.labels[idx], num_classes, gen)
-            x, targets, y = x[my_slice], targets[my_slice], train_set.labels[idx][my_slice]
-
-            lr = lr_at(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with _autocast(device, amp_dtype):
-                logits = net(x)
-            loss = F.cross_entropy(logits.float(), targets)  # soft targets from BatchAugment
-            optimizer.zero_grad(set_to_none=True)
-            scaled: Tensor = scaler.scale(loss)
-            scaled.backward()  # type: ignore[no-untyped-call]
-            if cfg.clip_grad > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-
-            loss_sum += loss.detach().double() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            if i % 10 == 0 and bar.disable is False:
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-        bar.close()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_time = time.perf_counter() - t0
-        totals = ddp.all_reduce_sum(torch.stack([loss_sum, correct]), info)
-        seen = steps_per_epoch * cfg.batch_size
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": step,
-            "lr": lr,
-            "train_loss": float(totals[0]) / seen,
-            "train_top1": 100.0 * float(totals[1]) / seen,
-            "val_loss": None,
-            "val_top1": None,
-            "val_top5": None,
-            "train_images_per_s": seen / train_time,
-        }
-        # ---------------------------------------------------------------- evaluate
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            m = evaluate(
-                raw_model,
-                val_set.images,
-                val_set.labels,
-                batch_size=cfg.eval_batch_size,
-                resolution=cfg.resolution,
-                amp_dtype=amp_dtype,
-                dist_info=info,
-            )
-            row.update(val_loss=m["loss"], val_top1=m["top1"], val_top5=m["top5"])
-        row["epoch_time_s"] = time.perf_counter() - t0
-        history.append(row)
-        if cfg.verbose and info.is_main:
-            print(_format_row(row, cfg.epochs), flush=True)
-
-        # ---------------------------------------------------------------- checkpoint
-        rng = ddp.all_gather_objects(ckpt.capture_rng(gen), info)
-        if out_dir is not None and info.is_main:
-            state = {
-                "epoch": epoch + 1,
-                "step": step,
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "history": history,
-                "rng": rng,
-            }
-            meta = {
-                "model": cfg.model,
-                "model_kwargs": json.dumps(cfg.model_kwargs),
-                "num_classes": str(num_classes),
-                "img_size": str(cfg.resolution),
-                "epoch": str(epoch + 1),
-            }
-            ckpt.save_checkpoint(out_dir, raw_model, state, meta)
-            write_metrics(out_dir, history, {"config": cfg.to_dict(), "info": run_info})
-        ddp.barrier(info)
-
-    if out_dir is not None and info.is_main and history:
-        title = f"{cfg.model} on {cfg.data}"
-        plot_curves(history, out_dir / "curves.png", title, chance=100.0 / num_classes)
-    raw_model.eval()
-    return TrainResult(raw_model, history, cfg, out_dir, run_info)
-
-
 def _format_row(row: dict[str, Any], epochs: int) -> str:
     s = (
         f"epoch {row['epoch']:>3}/{epochs} | lr {row['lr']:.2e} | train loss "
@@ -598,183 +609,68 @@ def _format_row(row: dict[str, Any], epochs: int) -> str:
 
 
 # ============================================================================= loading models
+def locate_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any] | None]:
+    """The weights file behind ``path`` (run folder, checkpoint folder or ``.safetensors``),
+    verified against its manifest when there is one, and the run's config dict if known."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointError(f"{p} does not exist: pass a run folder or a .safetensors file")
+    folder = p.parent if p.is_file() else p
+    config: dict[str, Any] | None = None
+    if (folder / ckpt.MANIFEST_FILE).is_file():  # a checkpoint folder
+        config = ckpt.verify_checkpoint(folder).get("config")
+        return folder / ckpt.WEIGHTS_FILE if p.is_dir() else p, config
+    if p.is_dir():
+        current = ckpt.latest_checkpoint(p)
+        if current is not None:
+            config = ckpt.verify_checkpoint(current).get("config")
+            return current / ckpt.WEIGHTS_FILE, config
+        if not (p / ckpt.WEIGHTS_FILE).is_file():
+            raise CheckpointError(
+                f"no checkpoint in {p} (a run writes checkpoints/ after its first epoch)"
+            )
+        p = p / ckpt.WEIGHTS_FILE  # the old two-file layout
+    with contextlib.suppress(OSError, ValueError):
+        config = json.loads((p.parent / ckpt.CONFIG_FILE).read_text())
+    return p, config
+
+
 def load_model(
     checkpoint: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, TrainConfig | None]:
-    """Rebuild a trained model from a run folder or a ``.safetensors`` file.
+    """Rebuild a trained model from a run folder, a checkpoint folder or a ``.safetensors`` file.
 
-    Returns ``(model, config)``; ``config`` is the run's :class:`TrainConfig` when a
-    ``config.json`` sits beside the weights, else ``None`` (the model is then rebuilt from the
-    name, ``num_classes`` and ``img_size`` stored in the safetensors metadata).
+    Returns ``(model, config)``; ``config`` is the run's :class:`TrainConfig` when known (from
+    the manifest or a ``config.json`` beside the weights), else ``None`` (the model is rebuilt
+    from the name, ``num_classes`` and ``img_size`` in the safetensors metadata). Checksums are
+    verified; a corrupt, foreign or inconsistent checkpoint raises :class:`CheckpointError`.
     """
-    path = Path(checkpoint)
-    weights = path / ckpt.WEIGHTS_FILE if path.is_dir() else path
-    if not weights.is_file():
-        raise FileNotFoundError(f"no checkpoint at {weights}")
+    return model_from_weights(*locate_checkpoint(checkpoint), device=device)
+
+
+def model_from_weights(
+    weights: Path, config: dict[str, Any] | None, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, TrainConfig | None]:
+    """:func:`load_model` for a weights file already found by :func:`locate_checkpoint`."""
     meta = ckpt.read_weights_metadata(weights)
-    config_file = weights.parent / ckpt.CONFIG_FILE
-    cfg = None
-    if config_file.is_file():
-        cfg = TrainConfig.from_dict(json.loads(config_file.read_text()))
-    model = minilg.create_model(
-        meta.get("model", cfg.model if cfg else ""),
-        num_classes=int(meta["num_classes"]),
-        img_size=int(meta["img_size"]),
-        **json.loads(meta.get("model_kwargs", "{}")),
-    )
+    if not {"model", "num_classes", "img_size"} <= meta.keys():
+        raise CheckpointError(
+            f"{weights} has no minilg metadata (model, num_classes, img_size): it was not "
+            "written by minilg"
+        )
+    try:
+        cfg = TrainConfig.from_dict(config) if config else None
+        model = minilg.create_model(
+            meta["model"], num_classes=int(meta["num_classes"]), img_size=int(meta["img_size"]),
+            **json.loads(meta.get("model_kwargs", "{}")),
+        )
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{weights}: cannot rebuild its model {meta['model']!r}: {e}") from e
     ckpt.load_weights(weights, model)
     return model.to(device).eval(), cfg
 
 
-# ============================================================================= command line
-_HELP = {
-    "model": "model name (see python -m minilg list)",
-    "model_kwargs": "JSON dict of create_model overrides, e.g. '{\"depths\": [1, 1, 1, 1]}'",
-    "data": "dataset name for minilg.data.load_subset (default: the embedded synthetic set)",
-    "root": "folder with / for downloaded data (e.g. Imagenette)",
-    "batch_size": "global batch size (split over DDP ranks)",
-    "crop_scale": "random-resized-crop area range 'LO,HI', 'none', or 'auto' (none for synthetic)",
-    "amp": "mixed precision: auto (bf16/fp16 on CUDA, off on CPU), bf16, fp16, off",
-    "threads": "torch CPU threads (0: all cores, split between local ranks)",
-    "out": "run folder for checkpoints and metrics ('none' writes nothing)",
-    "resume": "continue the run in --out from its last checkpoint",
-    "stop_after": "stop after this many epochs (as if the job were killed)",
-    "max_train_samples": "train on a seeded subset of this many images",
-    "max_eval_samples": "evaluate on a seeded subset of this many images",
-}
+if __name__ == "__main__":  # torchrun -m minilg.train ... (same as python -m minilg train ...)
+    from minilg.cli import main
 
-
-def _add_config_args(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
-    """One ``--flag`` per :class:`TrainConfig` field, typed from the annotations.
-
-    Defaults are suppressed, so the parsed namespace holds only what the user typed; it is
-    merged over the defaults (or over a resumed run's saved config) by :func:`_config_from_args`.
-    """
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else "{}"
-        help_ = _HELP.get(f.name, "") + f" (default: {default})"
-        tp = hints[f.name]
-        if tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_)
-            continue
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if isinstance(tp, types.UnionType):  # X | None
-            tp = args[0]
-        if f.name == "crop_scale":
-            parser.add_argument(flag, type=_parse_crop, metavar="LO,HI|none|auto", help=help_)
-        elif typing.get_origin(tp) is dict:
-            parser.add_argument(flag, type=json.loads, metavar="JSON", help=help_)
-        elif f.name == "amp":
-            parser.add_argument(flag, choices=["auto", "bf16", "fp16", "off"], help=help_)
-        else:
-            parser.add_argument(flag, type=tp, help=help_)
-
-
-def _parse_crop(text: str) -> tuple[float, float] | str | None:
-    if text.lower() in ("none", "auto"):
-        return None if text.lower() == "none" else "auto"
-    lo, hi = (float(v) for v in text.split(","))
-    return (lo, hi)
-
-
-def _config_from_args(ns: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    given = {k: v for k, v in vars(ns).items() if k in names}
-    if isinstance(given.get("out"), str) and given["out"].lower() == "none":
-        given["out"] = None
-    return dataclasses.replace(base or TrainConfig(), **given)
-
-
-def cli_train(argv: list[str]) -> int:
-    """``python -m minilg train ...``; returns the process exit code."""
-    parser = argparse.ArgumentParser(
-        prog="python -m minilg train",
-        description="Train a minilg model (also under torchrun for DDP).",
-        argument_default=argparse.SUPPRESS,
-    )
-    _add_config_args(parser)
-    ns = parser.parse_args(argv)
-    base = None
-    out = getattr(ns, "out", TrainConfig.out)
-    if getattr(ns, "resume", False) and out and (Path(out) / ckpt.CONFIG_FILE).is_file():
-        saved = TrainConfig.from_dict(json.loads((Path(out) / ckpt.CONFIG_FILE).read_text()))
-        base = dataclasses.replace(saved, stop_after=None)  # a resumed run goes to the end
-    cfg = _config_from_args(ns, base)
-    try:
-        result = train(cfg)
-    except (DatasetUnavailableError, ValueError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if cfg.out and int(os.environ.get("RANK", "0")) == 0:
-        print(f"wrote {cfg.out}/ (model.safetensors, metrics.csv, metrics.json, curves.png)")
-    return 0 if result.history else 1
-
-
-def cli_eval(argv: list[str]) -> int:
-    """``python -m minilg eval --checkpoint RUN_DIR``: top-1/top-5 on the validation split."""
-    parser = argparse.ArgumentParser(
-        prog="python -m minilg eval", description="Evaluate a trained checkpoint."
-    )
-    parser.add_argument("--checkpoint", required=True, help="run folder or .safetensors file")
-    parser.add_argument("--data", help="dataset (default: the one it was trained on)")
-    parser.add_argument("--root", help="data folder (default: the training run's)")
-    parser.add_argument("--resolution", type=int, help="input side (default: the training one)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--max-eval-samples", type=int)
-    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
-    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    args = parser.parse_args(argv)
-    device = ddp.resolve_device(args.device)
-    try:
-        model, cfg = load_model(args.checkpoint, device)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: cannot load {args.checkpoint}: {e}", file=sys.stderr)
-        return 2
-    cfg = cfg or TrainConfig(data=args.data or "synthetic")
-    cfg = dataclasses.replace(
-        cfg,
-        data=args.data or cfg.data,
-        root=args.root or cfg.root,
-        resolution=args.resolution or int(getattr(model, "img_size", cfg.resolution)),
-        max_eval_samples=args.max_eval_samples,
-    )
-    try:
-        ds = load_subset(cfg.data, split="val", resolution=cfg.resolution, root=cfg.root)
-    except DatasetUnavailableError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    images, labels = _subset(ds.images, ds.labels, cfg.max_eval_samples)
-    t0 = time.perf_counter()
-    m = evaluate(
-        model,
-        images.to(device),
-        labels.to(device),
-        batch_size=args.batch_size,
-        resolution=cfg.resolution,
-        amp_dtype=_amp_dtype(args.amp, device),
-    )
-    m["seconds"] = time.perf_counter() - t0
-    if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), "data": cfg.data, **m}))
-    else:
-        print(
-            f"{args.checkpoint}: {cfg.data} val ({int(m['n'])} images @ {cfg.resolution}px) | "
-            f"loss {m['loss']:.4f} | top-1 {m['top1']:.2f}% | top-5 {m['top5']:.2f}%"
-        )
-    return 0
-
-
-def cli_compare(argv: list[str]) -> int:
-    """``python -m minilg compare ...``: see :mod:`minilg.training.compare`."""
-    from minilg.training.compare import cli_compare as _cli_compare
-
-    return _cli_compare(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(cli_train(sys.argv[1:]))
+    sys.exit(main(["train", *sys.argv[1:]]))

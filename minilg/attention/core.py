@@ -20,8 +20,10 @@ projections (one fused ``qkv`` Linear as Swin and Focal, or separate ``q`` and `
 HAT-Net's global step) and the output projection ``proj``.
 
 Broadcasting: biases and masks carry no batch axis unless they depend on the content (SALG's
-regions); groups are folded into SDPA's *head* axis, ``(B, G*heads, T, d)``, so a ``(G, heads,
-Tq, Tk)`` mask broadcasts over the batch and is never materialised per sample.
+regions). A mask with a group axis folds the groups into SDPA's *head* axis, ``(B, G*heads, T,
+d)``, so a ``(G, heads, Tq, Tk)`` mask broadcasts over the batch and is never materialised per
+sample; a mask without one (a position bias alone, or none) folds the groups into SDPA's *batch*
+axis, ``(B*G, heads, T, d)``, where q, k and v are strided views of the projections: no copies.
 
 Fully masked rows (padded queries, empty regions) output exactly zero, with finite gradients, in
 every dtype: such rows are unmasked before the softmax (so no ``-inf - -inf = NaN``) and their
@@ -104,25 +106,40 @@ def attend(q: Tensor, sources: Sequence[KeySource], heads: int) -> Tensor:
         masked get exactly zero.
     """
     batch, groups, tokens_q, _ = q.shape
-    k = torch.cat([s.k.expand(batch, groups, -1, -1) for s in sources], dim=2)
-    v = torch.cat([s.v.expand(batch, groups, -1, -1) for s in sources], dim=2)
+    k, v = _concatenated(sources, batch, groups)
     mask = combined_mask(sources, tokens_q, q.dtype)
     has_key: Tensor | None = None
     if mask is not None and any(s.allowed is not None for s in sources):
         # A row of -inf only would softmax to NaN: give it zeros, and zero its output after.
         has_key = (mask != float("-inf")).any(dim=-1, keepdim=True)
         mask = mask.masked_fill(~has_key, 0.0)
-        has_key = _fold_mask(has_key, groups, heads)
-    if mask is not None:
-        mask = _fold_mask(mask, groups, heads)
-    q4, k4, v4 = (rearrange(t, "b g t (h d) -> b (g h) t d", h=heads) for t in (q, k, v))
+    if not using_reference_math() and (mask is None or mask.shape[:2] == (1, 1)):
+        # No batch or group axis in the mask (a position bias, a mask all groups share): groups
+        # join SDPA's batch axis, so q, k, v are strided views (no copies) and the mask
+        # broadcasts as it is (kept 4-d: a 3-d mask sends CPU SDPA to a slower path).
+        fold, unfold = "b g t (h d) -> (b g) h t d", "(b g) h t d -> b g t (h d)"
+        mask, has_key = (None if t is None else t[:, 0] for t in (mask, has_key))
+    else:
+        fold, unfold = "b g t (h d) -> b (g h) t d", "b (g h) t d -> b g t (h d)"
+        mask, has_key = (None if t is None else _fold_mask(t, groups, heads)
+                         for t in (mask, has_key))
+    q4, k4, v4 = (rearrange(t, fold, h=heads) for t in (q, k, v))
     if using_reference_math():
         out = explicit_attention(q4, k4, v4, mask)
     else:
-        out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask)
+        out = fused_attention(q4, k4, v4, mask)
     if has_key is not None:
         out = out.masked_fill(~has_key, 0.0)
-    return rearrange(out, "b (g h) t d -> b g t (h d)", g=groups)
+    return rearrange(out, unfold, g=groups)
+
+
+def _concatenated(sources: Sequence[KeySource], batch: int, groups: int) -> tuple[Tensor, Tensor]:
+    """Keys and values of all sources along the key axis (no copy for a single source)."""
+    ks = [s.k.expand(batch, groups, -1, -1) for s in sources]
+    vs = [s.v.expand(batch, groups, -1, -1) for s in sources]
+    if len(sources) == 1:
+        return ks[0], vs[0]
+    return torch.cat(ks, dim=2), torch.cat(vs, dim=2)
 
 
 def _fold_mask(mask: Tensor, groups: int, heads: int) -> Tensor:
@@ -132,6 +149,19 @@ def _fold_mask(mask: Tensor, groups: int, heads: int) -> Tensor:
         return mask[:, 0]
     mask = mask.expand(b, groups, heads, *mask.shape[3:])
     return rearrange(mask, "b g h tq tk -> b (g h) tq tk")
+
+
+def fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """SDPA, except on the CPU when the mask needs a gradient (a learned bias in training).
+
+    There SDPA leaves its fused kernel for a math path with an extra safe-softmax pass; the same
+    math with the mask broadcast (never materialised per sample) is faster. No row is all
+    ``-inf`` here (:func:`attend` unmasks those rows first), so a plain softmax is safe.
+    """
+    if mask is not None and mask.requires_grad and q.device.type == "cpu":
+        scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + mask
+        return torch.softmax(scores, dim=-1) @ v
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
@@ -222,6 +252,6 @@ def linear_macs(tokens: int, dim_in: int, dim_out: int) -> int:
 
 __all__ = [
     "AttentionMixer", "KeySource", "attend", "attention_macs", "check_dim_heads",
-    "combined_mask", "explicit_attention", "linear_macs", "reference_math",
+    "combined_mask", "explicit_attention", "fused_attention", "linear_macs", "reference_math",
     "using_reference_math",
 ]

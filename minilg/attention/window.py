@@ -19,6 +19,7 @@ turned off along that axis (a shift would only move padding around).
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from torch import Tensor
 
 from minilg.attention.base import check_size
@@ -124,20 +125,47 @@ class WindowAttention(AttentionMixer):
 
         return self.geometry(("window_mask", size), device, build)
 
+    def shifted_order(
+        self, padded: tuple[int, int], window: tuple[int, int], shift: tuple[int, int],
+        device: torch.device,
+    ) -> tuple[Tensor, Tensor]:
+        """Map positions ``(Hp*Wp,)`` of the tokens in rolled window order, and the inverse.
+
+        Rolling by ``-shift`` then partitioning is one permutation of the padded map's tokens:
+        a single gather (cached per size) instead of ``torch.roll`` and a partition copy.
+        """
+
+        def build() -> tuple[Tensor, Tensor]:
+            positions = torch.arange(padded[0] * padded[1]).reshape(1, *padded, 1)
+            rolled = torch.roll(positions, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+            order = window_partition(rolled, window).flatten()
+            return order.to(device), torch.argsort(order).to(device)
+
+        return self.geometry(("shifted_order", padded, window, shift), device, build)
+
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         _, height, width, _ = x.shape
         window, shift = self.effective(height, width)
         qkv = pad_to_multiple(self.qkv(x), window)  # (B, Hp, Wp, 3C)
         padded = (qkv.shape[1], qkv.shape[2])
-        if shift != (0, 0):
-            qkv = torch.roll(qkv, shifts=(-shift[0], -shift[1]), dims=(1, 2))
-        q, k, v = window_partition(qkv, window).chunk(3, dim=-1)  # each (B, nW, M*M, C)
+        windows = (padded[0] // window[0]) * (padded[1] // window[1])
+        if shift != (0, 0):  # roll by -shift and partition: one gather
+            order, inverse = self.shifted_order(padded, window, shift, x.device)
+            tokens = rearrange(qkv, "b h w c -> b (h w) c")[:, order]
+            grouped = rearrange(tokens, "b (g t) c -> b g t c", g=windows)
+        else:
+            grouped = window_partition(qkv, window)
+        del qkv  # free the map-shaped qkv (the partition copied it) before attending
+        q, k, v = grouped.chunk(3, dim=-1)  # each (B, nW, M*M, C)
         bias = self.position_bias(window) if self.position_bias is not None else None
         allowed = self.window_mask((height, width), x.device)
-        out = window_reverse(self.attend(q, KeySource(k, v, bias, allowed)), window, padded)
-        if shift != (0, 0):
-            out = torch.roll(out, shifts=shift, dims=(1, 2))
+        out = self.attend(q, KeySource(k, v, bias, allowed))
+        if shift != (0, 0):  # back to the map, rolled back by +shift: the inverse gather
+            tokens = rearrange(out, "b g t c -> b (g t) c")[:, inverse]
+            out = rearrange(tokens, "b (h w) c -> b h w c", h=padded[0])
+        else:
+            out = window_reverse(out, window, padded)
         projected: Tensor = self.proj(out[:, :height, :width])
         return projected
 

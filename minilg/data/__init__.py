@@ -13,7 +13,12 @@ array cached on disk; later calls load that cache in seconds. ``train.images`` i
 :class:`minilg.data.augment.BatchAugment`.
 """
 
-from minilg.data.core import DatasetUnavailableError, ImageArrayDataset, SkippedImagesWarning
+from minilg.data.core import (
+    DataError,
+    DatasetUnavailableError,
+    ImageArrayDataset,
+    SkippedImagesWarning,
+)
 from minilg.data.subsets import SUBSETS, list_subsets, load_subset
 from minilg.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_WNIDS, generate_synthetic
 
@@ -21,6 +26,7 @@ __all__ = [
     "SUBSETS",
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_WNIDS",
+    "DataError",
     "DatasetUnavailableError",
     "ImageArrayDataset",
     "SkippedImagesWarning",

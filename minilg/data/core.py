@@ -4,18 +4,23 @@ A prepared split is three files in the cache directory, sharing one stem::
 
     <stem>.images.npy   uint8 (N, H, W, 3), RGB, H == W == resolution
     <stem>.labels.npy   int64 (N,)
-    <stem>.json         classes, wnids, per-class counts, skipped files, source
+    <stem>.json         classes, wnids, per-class counts, skipped files, source, checksum
 
-The JSON is written last (atomically), so a half-written cache is never mistaken for a
-complete one.
+Each file is written to a temporary name and moved into place; the JSON comes last, so a
+half-written cache is never mistaken for a complete one. Loading checks the arrays against the
+JSON (shapes, label range, class count, per-class counts, checksum) and treats a mismatch as no
+cache.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import re
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +33,12 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "CACHE_FORMAT",
+    "CacheWarning",
+    "DataError",
     "DatasetUnavailableError",
     "ImageArrayDataset",
     "SkippedImagesWarning",
+    "array_digest",
     "default_cache_dir",
     "load_cache",
     "progress",
@@ -38,7 +46,7 @@ __all__ = [
     "save_cache",
 ]
 
-CACHE_FORMAT: Final[int] = 1
+CACHE_FORMAT: Final[int] = 2
 _T = TypeVar("_T")
 
 
@@ -61,6 +69,23 @@ class DatasetUnavailableError(RuntimeError):
         self.name = name
         self.reason = reason
         self.attempts = attempts
+
+    def one_line(self) -> str:
+        """The message on one line: what failed, what was tried, the first thing to do."""
+        lines = str(self).splitlines()
+        tried = [ln.strip() for ln in lines if re.match(r"\s+\d+\. ", ln)]
+        todo = [ln.strip()[2:] for ln in lines if ln.startswith("  - ")]
+        text = lines[0] if lines else f"dataset {self.name!r} is not available"
+        if tried:
+            text += " Tried: " + "; ".join(t.split(". ", 1)[-1] for t in tried) + "."
+        if todo:
+            text += " What to do: " + " / ".join(todo[:2])
+        return text
+
+
+class DataError(ValueError):
+    """The data contradicts itself (e.g. a class folder in ``val/`` that ``train/`` lacks) or
+    its cache cannot be used; the message names the folder or file and what to do."""
 
 
 class SkippedImagesWarning(UserWarning):
@@ -170,6 +195,32 @@ def _paths(stem: Path) -> tuple[Path, Path, Path]:
     )
 
 
+# Arrays up to this many images are checksummed whole; larger ones through an evenly spaced
+# sample of this many images (plus every label), so that loading stays fast.
+_CHECKSUM_IMAGES: Final[int] = 65_536
+
+
+def array_digest(images: npt.NDArray[np.uint8], labels: npt.NDArray[np.int64]) -> str:
+    """sha256 of the labels, the shapes and the images (or an evenly spaced sample of them)."""
+    h = hashlib.sha256(f"{images.shape}|{labels.shape}|".encode())
+    h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    step = max(1, -(-images.shape[0] // _CHECKSUM_IMAGES))
+    for start in range(0, images.shape[0], 1024 * step):
+        h.update(np.ascontiguousarray(images[start : start + 1024 * step : step]).tobytes())
+    return h.hexdigest()
+
+
+def _replace_with(path: Path, write: Any) -> None:
+    """``write(tmp)`` then atomically move ``tmp`` to ``path`` (tmp removed on failure)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def save_cache(
     stem: Path,
     images: npt.NDArray[np.uint8],
@@ -179,23 +230,25 @@ def save_cache(
     """Write a prepared split next to ``stem``; returns the JSON path.
 
     ``images`` may be a memmap already sitting at the images path (then it is just flushed).
+    The JSON, written last, carries :func:`array_digest` of the arrays; :func:`load_cache`
+    checks it.
     """
     img_path, lab_path, json_path = _paths(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     if not (isinstance(images, np.memmap) and Path(str(images.filename)) == img_path):
-        tmp = img_path.with_name(img_path.name + ".tmp.npy")
-        np.save(tmp, np.ascontiguousarray(images))
-        os.replace(tmp, img_path)
+        _replace_with(img_path, lambda t: _save_npy(t, np.ascontiguousarray(images)))
     elif isinstance(images, np.memmap):
         images.flush()
-    tmp = lab_path.with_name(lab_path.name + ".tmp.npy")
-    np.save(tmp, labels.astype(np.int64))
-    os.replace(tmp, lab_path)
-    full = {"format": CACHE_FORMAT, **meta}
-    tmp_json = json_path.with_name(json_path.name + ".tmp")
-    tmp_json.write_text(json.dumps(full, indent=1))
-    os.replace(tmp_json, json_path)
+    labels = labels.astype(np.int64)
+    _replace_with(lab_path, lambda t: _save_npy(t, labels))
+    full = {"format": CACHE_FORMAT, **meta, "checksum": array_digest(images, labels)}
+    _replace_with(json_path, lambda t: t.write_text(json.dumps(full, indent=1)))
     return json_path
+
+
+def _save_npy(path: Path, array: npt.NDArray[Any]) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a name
+        np.save(f, array)
 
 
 def images_path(stem: Path) -> Path:
@@ -203,25 +256,57 @@ def images_path(stem: Path) -> Path:
     return _paths(stem)[0]
 
 
-def load_cache(stem: Path, *, mmap: bool = False) -> ImageArrayDataset | None:
-    """Read a prepared split, or return None if there is no complete cache at ``stem``.
+class CacheWarning(UserWarning):
+    """A prepared cache was found but is corrupt or from another format; it is rebuilt."""
 
+
+def _check_arrays(
+    meta: dict[str, Any], images: npt.NDArray[Any], labels: npt.NDArray[Any]
+) -> None:
+    """ValueError naming the first way the arrays contradict their JSON."""
+    r, k = int(meta["resolution"]), len(meta["classes"])
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (r, r, 3):
+        raise ValueError(f"images are {images.dtype} {images.shape}, not uint8 (N, {r}, {r}, 3)")
+    if labels.dtype != np.int64 or labels.shape != (images.shape[0],):
+        raise ValueError(f"labels are {labels.dtype} {labels.shape} for {images.shape[0]} images")
+    if images.shape[0] != int(meta["num_images"]) or len(meta["wnids"]) != k:
+        raise ValueError("the image or class count differs from the JSON")
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise ValueError(f"labels outside [0, {k})")
+    if np.bincount(labels, minlength=k).tolist() != list(meta["counts"]):
+        raise ValueError("the per-class counts differ from the JSON")
+    if array_digest(images, labels) != meta.get("checksum"):
+        raise ValueError("the arrays do not match their checksum")
+
+
+def load_cache(stem: Path, *, mmap: bool = False) -> ImageArrayDataset | None:
+    """Read and verify a prepared split; None if there is no complete, valid cache at ``stem``.
+
+    A cache that exists but fails a check (format, shapes, label range, class count, per-class
+    counts, checksum) warns with :class:`CacheWarning` and returns None, so that the caller
+    rebuilds it. Nothing is written: a read-only or copied cache loads as well.
     With ``mmap=True`` the images stay on disk (copy-on-write memory map) until touched.
     """
     img_path, lab_path, json_path = _paths(stem)
-    if not (json_path.is_file() and img_path.is_file() and lab_path.is_file()):
+    if not json_path.is_file():
         return None
     try:
         meta = json.loads(json_path.read_text())
         if meta.get("format") != CACHE_FORMAT:
-            return None
+            raise ValueError(f"format {meta.get('format')}, this minilg reads {CACHE_FORMAT}")
         images = np.load(img_path, mmap_mode="c" if mmap else None)
         labels = np.load(lab_path)
-    except (OSError, ValueError):
+        _check_arrays(meta, images, labels)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        warnings.warn(
+            f"ignoring the prepared cache {json_path}: {e}; it will be rebuilt",
+            CacheWarning,
+            stacklevel=2,
+        )
         return None
     return ImageArrayDataset(
         images=torch.from_numpy(images),
-        labels=torch.from_numpy(labels.astype(np.int64)),
+        labels=torch.from_numpy(labels),
         classes=list(meta["classes"]),
         wnids=list(meta["wnids"]),
         name=str(meta["name"]),

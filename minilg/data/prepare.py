@@ -1,8 +1,13 @@
 """Decode-once preparation: image bytes or files -> uint8 (N, R, R, 3) cache.
 
-Every image is decoded once with Pillow, converted to RGB (ImageNet has grayscale and CMYK
-JPEGs), resized so its short side is ``R`` and centre-cropped to ``R x R``. Unreadable images
-are skipped and counted; they never stop a run.
+Every image is decoded once with Pillow, turned upright by its EXIF orientation, converted to
+RGB (ImageNet has grayscale and CMYK JPEGs; 16-bit images are scaled to 8 bits, not clipped),
+resized so its short side is ``R`` and centre-cropped to ``R x R``. Unreadable images are skipped
+and counted; they never stop a run.
+
+Image folders: the class list (label ``i`` = ``i``-th sorted class folder) comes from the
+``train`` split and is shared by every split, so a class missing from ``val/`` does not shift
+the labels; a class folder in ``val/`` that ``train/`` lacks is a :class:`DataError`.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
+from PIL import Image, ImageOps
 
 from minilg.data.core import (
+    DataError,
     DatasetUnavailableError,
     ImageArrayDataset,
     SkippedImagesWarning,
@@ -33,7 +39,9 @@ from minilg.data.core import (
 __all__ = [
     "IMAGE_EXTENSIONS",
     "SPLIT_DIRS",
+    "EmptyClassWarning",
     "ImageSource",
+    "class_folders",
     "decode_resize_crop",
     "find_split_dir",
     "prepare_split",
@@ -76,7 +84,8 @@ def decode_resize_crop(source: ImageSource, resolution: int) -> npt.NDArray[np.u
     with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as img:
         # JPEG: decode at a reduced scale directly (>= the requested size), much faster.
         img.draft("RGB", (resolution, resolution))
-        rgb = img.convert("RGB")
+        upright = ImageOps.exif_transpose(img)  # camera photos: apply the EXIF orientation
+        rgb = _to_rgb(upright if upright is not None else img)
     w, h = rgb.size
     scale = resolution / min(w, h)
     nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
@@ -90,6 +99,17 @@ def decode_resize_crop(source: ImageSource, resolution: int) -> npt.NDArray[np.u
     return out
 
 
+_SIXTEEN_BIT_MODES: Final[frozenset[str]] = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB, with 16-bit (and 32-bit integer) grey levels scaled to 0-255 instead of clipped."""
+    if img.mode in _SIXTEEN_BIT_MODES:
+        wide = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
+        img = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")
+    return img.convert("RGB")
+
+
 def find_split_dir(root: Path, split: str) -> Path | None:
     """The sub-folder of ``root`` holding ``split`` (``train``/``val`` and their synonyms)."""
     for name in SPLIT_DIRS[split]:
@@ -99,23 +119,59 @@ def find_split_dir(root: Path, split: str) -> Path | None:
     return None
 
 
-def scan_image_folder(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+def class_folders(split_dir: Path) -> list[str]:
+    """The sorted class sub-folders of a split folder (hidden ones left out)."""
+    return sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+class EmptyClassWarning(UserWarning):
+    """A class has no images in a split (an empty or missing class folder)."""
+
+
+def scan_image_folder(
+    split_dir: Path, classes: Sequence[str] | None = None
+) -> tuple[list[str], list[tuple[Path, int]]]:
     """List an ImageFolder split: one sub-folder per class (named by wnid), images inside.
 
+    Args:
+        split_dir: e.g. ``root/val``.
+        classes: the class list shared by every split (label ``i`` = ``classes[i]``); default:
+            this split's own sorted folder names.
+
     Returns:
-        folder names sorted (label i = i-th name) and ``(path, label)`` pairs sorted by path.
+        the class list and ``(path, label)`` pairs sorted by label, then path.
+
+    Raises:
+        DataError: a class folder that ``classes`` lacks.
+
+    Warns:
+        EmptyClassWarning: classes without images here (empty or missing folders).
     """
-    class_dirs = sorted(
-        d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")
-    )
+    present = class_folders(split_dir)
+    classes = list(present if classes is None else classes)
+    extra = sorted(set(present) - set(classes))
+    if extra:
+        raise DataError(
+            f"{split_dir} has class folder(s) {extra[:5]} that the training split lacks: a "
+            "model trained there cannot predict them; remove them or add them to train/"
+        )
     items: list[tuple[Path, int]] = []
-    for label, name in enumerate(class_dirs):
+    for label, name in enumerate(classes):
         for dirpath, _dirnames, filenames in os.walk(split_dir / name):
             for fn in sorted(filenames):
                 if not fn.startswith(".") and Path(fn).suffix.lower() in IMAGE_EXTENSIONS:
                     items.append((Path(dirpath) / fn, label))
     items.sort(key=lambda t: (t[1], str(t[0])))
-    return class_dirs, items
+    found = {label for _, label in items}
+    empty = [c for i, c in enumerate(classes) if i not in found]
+    if empty:
+        warnings.warn(
+            f"{split_dir}: no images for {len(empty)} class(es): {empty[:5]}"
+            f"{' ...' if len(empty) > 5 else ''} (labels still follow the shared class list)",
+            EmptyClassWarning,
+            stacklevel=2,
+        )
+    return classes, items
 
 
 @dataclass
@@ -123,6 +179,17 @@ class _Result:
     images: npt.NDArray[np.uint8]
     labels: npt.NDArray[np.int64]
     skipped: list[str]
+
+
+def _chunks(it: Iterable[tuple[ImageSource, int, str]], n: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for x in it:
+        chunk.append(x)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _decode_all(
@@ -133,14 +200,50 @@ def _decode_all(
     desc: str,
     num_workers: int,
 ) -> _Result:
-    """Decode ``items`` (source, label, display name) into a memmap at ``out_path``."""
+    """Decode ``items`` (source, label, display name) into a memmap at ``out_path``.
+
+    The images go to ``<out_path>.<pid>.partial.npy`` first (unique per process), which is
+    removed if anything fails; only a complete array is moved to ``out_path``.
+    """
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    # unique per process: two runs preparing the same cache at once must not share a temp file
     tmp_path = out_path.with_name(f"{out_path.name}.{os.getpid()}.partial.npy")
     buf = np.lib.format.open_memmap(
         tmp_path, mode="w+", dtype=np.uint8, shape=(max(total, 1), resolution, resolution, 3)
     )
     labels = np.empty(total, dtype=np.int64)
+    try:
+        skipped, count = _fill(buf, labels, items, total, resolution, desc, num_workers)
+        buf.flush()
+        if count == total:
+            del buf
+            os.replace(tmp_path, out_path)
+            images = np.load(out_path, mmap_mode="r+")
+        else:  # compact: keep the decoded prefix only
+            images = np.lib.format.open_memmap(
+                out_path, mode="w+", dtype=np.uint8, shape=(count, resolution, resolution, 3)
+            )
+            for start in range(0, count, 4096):
+                stop = min(start + 4096, count)
+                images[start:stop] = buf[start:stop]
+            images.flush()
+            del buf
+            tmp_path.unlink()
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return _Result(images=images, labels=labels[:count], skipped=skipped)
+
+
+def _fill(
+    buf: Any,
+    labels: npt.NDArray[np.int64],
+    items: Iterable[tuple[ImageSource, int, str]],
+    total: int,
+    resolution: int,
+    desc: str,
+    num_workers: int,
+) -> tuple[list[str], int]:
+    """Decode every item into ``buf[:count]`` / ``labels[:count]``; returns (skipped, count)."""
     skipped: list[str] = []
     count = 0
 
@@ -151,19 +254,9 @@ def _decode_all(
         except _DECODE_ERRORS as exc:
             return None, label, f"{shown}: {type(exc).__name__}: {exc}"
 
-    def chunks(it: Iterable[tuple[ImageSource, int, str]], n: int) -> Iterator[list[Any]]:
-        chunk: list[Any] = []
-        for x in it:
-            chunk.append(x)
-            if len(chunk) == n:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
-
     bar_iter = progress(range(total), total=total, desc=desc)
     with ThreadPoolExecutor(max_workers=num_workers) as pool:
-        for chunk in chunks(items, 256):
+        for chunk in _chunks(items, 256):
             for arr, label, shown in pool.map(work, chunk):
                 next(bar_iter, None)
                 if arr is None:
@@ -174,22 +267,7 @@ def _decode_all(
                 count += 1
     for _ in bar_iter:  # close the progress bar
         pass
-    buf.flush()
-    if count == total:
-        del buf
-        os.replace(tmp_path, out_path)
-        images = np.load(out_path, mmap_mode="r+")
-    else:  # compact: keep the decoded prefix only
-        images = np.lib.format.open_memmap(
-            out_path, mode="w+", dtype=np.uint8, shape=(count, resolution, resolution, 3)
-        )
-        for start in range(0, count, 4096):
-            stop = min(start + 4096, count)
-            images[start:stop] = buf[start:stop]
-        images.flush()
-        del buf
-        tmp_path.unlink()
-    return _Result(images=images, labels=labels[:count], skipped=skipped)
+    return skipped, count
 
 
 def prepare_split(
@@ -261,10 +339,11 @@ def prepare_split(
 
 
 def folder_items(
-    split_dir: Path, keep: Callable[[str], bool] | None = None
+    split_dir: Path, classes: Sequence[str] | None = None, keep: Callable[[str], bool] | None = None
 ) -> tuple[list[str], list[tuple[ImageSource, int, str]]]:
-    """``scan_image_folder`` restricted to class folders accepted by ``keep`` (relabelled)."""
-    folders, items = scan_image_folder(split_dir)
+    """``scan_image_folder`` restricted to class folders accepted by ``keep`` (relabelled in the
+    order of ``classes``)."""
+    folders, items = scan_image_folder(split_dir, classes)
     kept = [f for f in folders if keep is None or keep(f)]
     remap = {folders.index(f): i for i, f in enumerate(kept)}
     out: list[tuple[ImageSource, int, str]] = [

@@ -18,26 +18,38 @@ directory and prepared through the very same ImageFolder path as real data.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image
 
 from minilg.data.core import (
+    CacheWarning,
+    DataError,
     DatasetUnavailableError,
     ImageArrayDataset,
     default_cache_dir,
     load_cache,
 )
-from minilg.data.prepare import ImageSource, find_split_dir, folder_items, prepare_split
+from minilg.data.prepare import (
+    ImageSource,
+    class_folders,
+    find_split_dir,
+    folder_items,
+    prepare_split,
+)
 from minilg.data.synthetic import (
     SYNTHETIC_CLASSES,
     SYNTHETIC_SIZES,
@@ -47,7 +59,7 @@ from minilg.data.synthetic import (
     split_seed,
 )
 
-__all__ = ["SUBSETS", "SubsetSpec", "list_subsets", "load_subset"]
+__all__ = ["SUBSETS", "SubsetSpec", "canonical_subset", "list_subsets", "load_subset"]
 
 IMAGENETTE_CLASSES: Final[dict[str, str]] = {
     "n01440764": "tench",
@@ -181,7 +193,8 @@ def list_subsets() -> list[str]:
     return list(SUBSETS)
 
 
-def _canonical(name: str) -> str:
+def canonical_subset(name: str) -> str:
+    """The registry key of ``name`` (aliases resolved); ValueError listing the choices."""
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
     if key not in SUBSETS:
@@ -244,64 +257,93 @@ def _load_folder(
     max_per_class: int | None,
     seed: int,
     mmap: bool,
-    display_name: str | None = None,
+    stem: Path | None = None,
 ) -> ImageArrayDataset:
-    name = display_name or spec.name
+    """An ImageFolder split through its cache. The class list is the train split's (shared by
+    every split). The cache is keyed by the chosen files' names, sizes and mtimes, so an edited
+    folder is prepared again; ``stem`` (the caller holds its lock) overrides that key."""
+    name = spec.name
     split_dir = find_split_dir(root, split)
     if split_dir is None:
         tried = f"local folder {root} (looked for {', '.join(_split_dirs(split))})"
         why = "folder does not exist" if not root.is_dir() else "no such split sub-folder"
+        todo = [
+            f"pass root= a folder laid out as root/{'train' if split == 'train' else 'val'}"
+            "/<wnid>/<image files> (the fastai tarball layout, e.g. imagenette2-160/)",
+            "or use the embedded default: load_subset('synthetic')",
+        ]
         raise DatasetUnavailableError(
-            _message(
-                name,
-                split,
-                [(tried, why)],
-                "missing",
-                [
-                    f"pass root= a folder laid out as root/{'train' if split == 'train' else 'val'}"
-                    "/<wnid>/<image files> (the fastai tarball layout, e.g. imagenette2-160/)",
-                    "or use the embedded default: load_subset('synthetic')",
-                ],
-            ),
+            _message(name, split, [(tried, why)], "missing", todo),
             name=name,
             reason="missing",
             attempts=[(tried, why)],
         )
-    folders, _ = _scan_cached(split_dir)
-    keep = set(_restrict(folders, wnids, f"{split_dir}"))
-    key = {
-        "source": str(split_dir.resolve()),
-        "wnids": sorted(keep),
-        "max_per_class": max_per_class,
-        "seed": seed if max_per_class is not None else None,
-    }
-    stem = _cache_stem(cache_dir, name, split, resolution, key)
+    train_dir = find_split_dir(root, "train")
+    classes = class_folders(train_dir if train_dir is not None else split_dir)
+    keep = set(_restrict(classes, wnids, f"{train_dir or split_dir}"))
+    kept, items = folder_items(split_dir, classes, keep=lambda f: f in keep)
+    labels = np.array([lab for _, lab, _ in items], dtype=np.int64)
+    chosen = [items[i] for i in _subsample(labels, max_per_class, seed)]
+
+    def build(at: Path) -> ImageArrayDataset:
+        return prepare_split(
+            stem=at, items=chosen, total=len(chosen), classes=[_readable(spec, w) for w in kept],
+            wnids=kept, name=name, split=split, resolution=resolution,
+            source=f"folder {split_dir}", mmap=mmap,
+        )
+
+    if stem is not None:
+        return build(stem)
+    key = {"content": _fingerprint(chosen), "wnids": kept}
+    return _cached_or_built(_cache_stem(cache_dir, name, split, resolution, key), mmap, build)
+
+
+def _fingerprint(items: Sequence[tuple[ImageSource, int, str]]) -> str:
+    """sha256 over every item's relative name, label, size and mtime (the folder's content)."""
+    h = hashlib.sha256()
+    for source, label, shown in items:
+        st = source.stat() if isinstance(source, Path) else None
+        size, mtime = (st.st_size, st.st_mtime_ns) if st else (len(bytes(source)), 0)
+        h.update(f"{shown}|{label}|{size}|{mtime}\n".encode())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _cache_lock(stem: Path) -> Iterator[None]:
+    """Hold ``<stem>.lock`` (an OS lock that dies with its process) while preparing ``stem``."""
+    try:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(stem) + ".lock")
+        lock.acquire()
+    except OSError as e:
+        raise DataError(
+            f"the cache folder {stem.parent} is not writable ({e.strerror or e}): set "
+            "MINILG_CACHE (or cache_dir=) to a writable folder"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _cached_or_built(
+    stem: Path, mmap: bool, build: Callable[[Path], ImageArrayDataset]
+) -> ImageArrayDataset:
+    """The valid cache at ``stem``, else ``build(stem)`` under the cache lock (one process
+    prepares, the others wait and load its result); leftovers of killed preparations go first."""
     cached = load_cache(stem, mmap=mmap)
     if cached is not None:
         return cached
-    kept, items = folder_items(split_dir, keep=lambda f: f in keep)
-    labels = np.array([lab for _, lab, _ in items], dtype=np.int64)
-    sel = _subsample(labels, max_per_class, seed)
-    chosen = [items[i] for i in sel]
-    return prepare_split(
-        stem=stem,
-        items=chosen,
-        total=len(chosen),
-        classes=[_readable(spec, w) for w in kept],
-        wnids=kept,
-        name=name,
-        split=split,
-        resolution=resolution,
-        source=f"folder {split_dir}",
-        mmap=mmap,
-    )
-
-
-def _scan_cached(split_dir: Path) -> tuple[list[str], None]:
-    folders = sorted(
-        d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")
-    )
-    return folders, None
+    with _cache_lock(stem):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CacheWarning)  # already said above
+            cached = load_cache(stem, mmap=mmap)
+        if cached is not None:
+            return cached
+        for leftover in stem.parent.glob(glob.escape(stem.name) + ".*"):
+            if leftover.name.endswith((".partial.npy", ".tmp")):
+                leftover.unlink(missing_ok=True)
+        return build(stem)
 
 
 def _split_dirs(split: str) -> list[str]:
@@ -322,35 +364,49 @@ def _load_synthetic(
     seed: int,
     mmap: bool,
 ) -> ImageArrayDataset:
+    """The generated set through its cache, keyed by the generator's version and arguments
+    (not by the PNG folder, so a copied or read-only cache still loads)."""
     spec = SUBSETS["synthetic"]
-    num_classes = len(SYNTHETIC_CLASSES)
     n = SYNTHETIC_SIZES[split]
     if max_per_class is not None:
-        n = min(n, max_per_class * num_classes)
+        n = min(n, max_per_class * len(SYNTHETIC_CLASSES))
+    key = {"generator": SYNTHETIC_VERSION, "seed": seed, "n": n,
+           "wnids": sorted(set(wnids)) if wnids is not None else None}
     folder = (
         cache_dir / "synthetic" / f"folder-v{SYNTHETIC_VERSION}-{resolution}px-seed{seed}-n{n}"
     )
+
+    def build(stem: Path) -> ImageArrayDataset:
+        _write_synthetic_folder(folder, split, n, resolution, seed)
+        return _load_folder(spec, folder, split, resolution, wnids, cache_dir, None, seed, mmap,
+                            stem=stem)
+
+    return _cached_or_built(_cache_stem(cache_dir, "synthetic", split, resolution, key), mmap,
+                            build)
+
+
+def _write_synthetic_folder(folder: Path, split: str, n: int, resolution: int, seed: int) -> None:
+    """Generate ``folder/<split>/<wnid>/*.png`` unless its ``.complete-<split>`` marker exists."""
     marker = folder / f".complete-{split}"
-    if not marker.is_file():
-        images, labels = generate_synthetic(n, resolution, split_seed(seed, split))
-        split_dir = folder / split
-        for wnid in SYNTHETIC_WNIDS:
-            (split_dir / wnid).mkdir(parents=True, exist_ok=True)
+    if marker.is_file():
+        return
+    images, labels = generate_synthetic(n, resolution, split_seed(seed, split))
+    split_dir = folder / split
+    for wnid in SYNTHETIC_WNIDS:
+        (split_dir / wnid).mkdir(parents=True, exist_ok=True)
 
-        def save(i: int) -> None:
-            wnid = SYNTHETIC_WNIDS[int(labels[i])]
-            # compress_level=1: still lossless, much faster to write than the default level
-            Image.fromarray(images[i]).save(
-                split_dir / wnid / f"{wnid}_{i:06d}.png", compress_level=1
-            )
+    def save(i: int) -> None:
+        wnid = SYNTHETIC_WNIDS[int(labels[i])]
+        # compress_level=1: still lossless, much faster to write than the default level
+        Image.fromarray(images[i]).save(split_dir / wnid / f"{wnid}_{i:06d}.png", compress_level=1)
 
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            list(pool.map(save, range(n)))
-        (folder / "classes.json").write_text(
-            json.dumps(dict(zip(SYNTHETIC_WNIDS, SYNTHETIC_CLASSES, strict=True)), indent=1)
-        )
-        marker.touch()
-    return _load_folder(spec, folder, split, resolution, wnids, cache_dir, None, seed, mmap)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        list(pool.map(save, range(n)))
+    classes = json.dumps(dict(zip(SYNTHETIC_WNIDS, SYNTHETIC_CLASSES, strict=True)), indent=1)
+    tmp = folder / f".classes.json.{os.getpid()}.tmp"
+    tmp.write_text(classes)
+    os.replace(tmp, folder / "classes.json")
+    marker.touch()
 
 
 # --------------------------------------------------------------------------- hub
@@ -487,6 +543,29 @@ def _hub_wnids_imagenet1k(repo: str) -> list[str] | None:
     return found if len(found) == 1000 else None
 
 
+def _hub_calls(spec: SubsetSpec, split: str, resolution: int) -> list[tuple[str, dict[str, Any]]]:
+    """``(description, load_dataset kwargs)`` to try: the parquet export of a script repo at
+    the smallest size >= ``resolution``, or the plain repo."""
+    assert spec.repo is not None
+    hub_split = spec.splits[split]
+    if spec.parquet_configs:
+        config = _pick(spec.parquet_configs, resolution)
+        return [
+            (
+                f"datasets.load_dataset({spec.repo!r}, {config!r}, split={hub_split!r}, "
+                "revision='refs/convert/parquet') (the hub's parquet export)",
+                {"path": spec.repo, "name": config, "split": hub_split,
+                 "revision": "refs/convert/parquet"},
+            )
+        ]
+    return [
+        (
+            f"datasets.load_dataset({spec.repo!r}, split={hub_split!r})",
+            {"path": spec.repo, "split": hub_split},
+        )
+    ]
+
+
 def _load_hub(
     spec: SubsetSpec,
     split: str,
@@ -510,33 +589,10 @@ def _load_hub(
 
     import datasets  # deferred: importing datasets takes a second or two
 
-    assert spec.repo is not None
-    hub_split = spec.splits[split]
     attempts: list[tuple[str, str]] = []
     reasons: list[str] = []
     ds: Any = None
-    if spec.parquet_configs:
-        config = _pick(spec.parquet_configs, resolution)
-        calls: list[tuple[str, dict[str, Any]]] = [
-            (
-                f"datasets.load_dataset({spec.repo!r}, {config!r}, split={hub_split!r}, "
-                "revision='refs/convert/parquet') (the hub's parquet export)",
-                {
-                    "path": spec.repo,
-                    "name": config,
-                    "split": hub_split,
-                    "revision": "refs/convert/parquet",
-                },
-            )
-        ]
-    else:
-        calls = [
-            (
-                f"datasets.load_dataset({spec.repo!r}, split={hub_split!r})",
-                {"path": spec.repo, "split": hub_split},
-            )
-        ]
-    for what, kwargs in calls:
+    for what, kwargs in _hub_calls(spec, split, resolution):
         try:
             ds = datasets.load_dataset(**kwargs)
             break
@@ -570,7 +626,8 @@ def _load_hub(
             reason=reason,
             attempts=attempts,
         )
-    return _prepare_hub(ds, spec, split, resolution, wnids, stem, max_per_class, seed, mmap)
+    with _cache_lock(stem):
+        return _prepare_hub(ds, spec, split, resolution, wnids, stem, max_per_class, seed, mmap)
 
 
 def _prepare_hub(
@@ -681,7 +738,7 @@ def load_subset(
         DatasetUnavailableError: offline, gated or missing data (the message says what to do).
         ValueError: unknown name or split, or requested wnids that do not exist.
     """
-    key = _canonical(name)
+    key = canonical_subset(name)
     sp = _SPLIT_ALIASES.get(split.strip().lower())
     if sp is None:
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")

@@ -13,6 +13,7 @@ plus ``macs(resolution)``: the exact closed-form MAC count (see :mod:`minilg.com
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -462,7 +463,8 @@ def build_hierarchical(config: HierarchicalConfig, mixer: MixerFactory) -> Hiera
         dims=config.dims, depths=config.depths, heads=config.heads, mixer=mixer,
         num_classes=config.num_classes, img_size=config.img_size, in_chans=config.in_chans,
         mlp_ratio=config.mlp_ratio, drop_path_rate=config.drop_path_rate,
-        stem=PatchEmbed(config.in_chans, config.dims[0], config.patch_size),
+        stem=PatchEmbed(config.in_chans, config.dims[0], config.patch_size, eps=config.norm_eps),
+        downsample=functools.partial(PatchMerging, eps=config.norm_eps),
         norm=layer_norm(config.norm_eps),
     )
 

@@ -13,33 +13,33 @@ two CPU cores.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import csv
 import dataclasses
 import io
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from matplotlib.figure import Figure
 
-import minilg
 from minilg.complexity import model_macs
-from minilg.data import DatasetUnavailableError
-from minilg.train import TrainConfig, _add_config_args, _config_from_args, train
+from minilg.train import TrainConfig, train
 from minilg.training.checkpoint import (
+    CHECKPOINTS_DIR,
     CONFIG_FILE,
     STATE_FILE,
     WEIGHTS_FILE,
     atomic_write_bytes,
     atomic_write_text,
+    has_checkpoint,
     write_json,
 )
-from minilg.training.distributed import resolve_device
+from minilg.training.config import check_model
+from minilg.training.errors import ConfigError, RunExistsError
+from minilg.training.rundir import check_writable_folder, run_lock
 
 DEFAULT_MODELS = ("deit_mini", "window_mini", "sra_mini", "swin_mini", "gg_mini")
 
@@ -57,54 +57,102 @@ COMPARE_DEFAULTS: dict[str, Any] = {
 COLUMNS = ("model", "params_M", "MMACs", "train_img_per_s", "top1", "best_top1", "train_min")
 
 
+# Marks a run folder as made by compare: only such folders are ever replaced by a new comparison.
+COMPARE_MARKER = ".minilg-compare"
+
+
 def compare(
     models: Sequence[str], base: TrainConfig, out: str | Path | None = None
 ) -> list[dict[str, Any]]:
     """Train each registered name in ``models`` with ``base`` (``out/NAME`` per model).
 
-    Names that are not registered are skipped with a note. A previous comparison's files in
-    ``out/NAME`` are replaced, unless ``base.resume`` (then finished runs are only reloaded and
-    stopped ones continue). Returns one row per trained model: the :data:`COLUMNS` plus
-    ``num_classes`` and ``history`` (the run's per-epoch metrics).
+    Every name and ``base.model_kwargs`` are checked for every model before the first one
+    trains (ConfigError naming the model). A previous comparison's run in ``out/NAME`` is
+    replaced, unless ``base.resume`` (then finished runs are only reloaded and stopped ones
+    continue); a folder that compare did not create is never touched (RunExistsError). Returns
+    one row per model: the :data:`COLUMNS` plus ``num_classes`` and ``history``.
     """
-    rows: list[dict[str, Any]] = []
-    known = set(minilg.list_models())
-    for name in models:
-        if name not in known:
-            print(f"note: skipping {name!r}: not a registered model", flush=True)
-            continue
-        cfg = dataclasses.replace(base, model=name, out=str(Path(out) / name) if out else None)
-        if cfg.out and not cfg.resume:
-            _clear_run(Path(cfg.out))  # a new comparison replaces the previous one
-        t0 = time.perf_counter()
-        result = train(cfg)
-        minutes = (time.perf_counter() - t0) / 60
-        hist = result.history
-        speeds = [r["train_images_per_s"] for r in hist[1:]] or [hist[0]["train_images_per_s"]]
-        val = [r["val_top1"] for r in hist if r["val_top1"] is not None]
-        rows.append(
-            {
-                "model": name,
-                "params_M": sum(p.numel() for p in result.model.parameters()) / 1e6,
-                "MMACs": model_macs(result.model, cfg.resolution) / 1e6,
-                "train_img_per_s": statistics.median(speeds),
-                "top1": val[-1] if val else float("nan"),
-                "best_top1": max(val) if val else float("nan"),
-                "train_min": minutes,
-                "num_classes": result.info["num_classes"],
-                "history": hist,  # per-epoch metrics (not in the CSV / markdown table)
-            }
-        )
-    if out is not None and rows:
-        write_outputs(rows, base, Path(out))
+    names = _check_models(models, base)
+    with contextlib.ExitStack() as held:
+        out_dir = None
+        if out is not None:
+            out_dir = check_writable_folder(out)
+            held.enter_context(run_lock(out_dir))  # one comparison per folder at a time
+        configs = [_run_config(name, base, out_dir) for name in names]  # all checked first
+        rows = [_train_row(cfg, out_dir) for cfg in configs]
+        if out_dir is not None and rows:
+            write_outputs(rows, base, out_dir)
     return rows
+
+
+def _check_models(models: Sequence[str], base: TrainConfig) -> list[str]:
+    names = list(models)
+    if not names:
+        raise ConfigError("models", "must name at least one model (see python -m minilg list)")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError("models", f"lists {', '.join(twice)} more than once")
+    for name in names:
+        try:
+            check_model(dataclasses.replace(base, model=name))
+        except ConfigError as e:
+            raise ConfigError("models", f"{name}: {e}") from None
+    return names
+
+
+def _run_config(name: str, base: TrainConfig, out_dir: Path | None) -> TrainConfig:
+    """The config of one model's run; refuses a folder that compare did not create."""
+    if out_dir is None:
+        return dataclasses.replace(base, model=name, out=None, resume=False)
+    run_dir = out_dir / name
+    resume = base.resume and has_checkpoint(run_dir)
+    if not resume and _has_run_files(run_dir) and not (run_dir / COMPARE_MARKER).is_file():
+        raise RunExistsError(
+            f"{run_dir} holds a run that compare did not create; move it away, choose another "
+            "--out, or pass --resume to continue it"
+        )
+    return dataclasses.replace(base, model=name, out=str(run_dir), resume=resume)
+
+
+def _train_row(cfg: TrainConfig, out_dir: Path | None) -> dict[str, Any]:
+    if cfg.out is not None and not cfg.resume:
+        run_dir = Path(cfg.out)
+        _clear_run(run_dir)  # a previous comparison's run (marked as ours), or nothing
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / COMPARE_MARKER, {"created_by": "python -m minilg compare"})
+    t0 = time.perf_counter()
+    result = train(cfg)
+    minutes = (time.perf_counter() - t0) / 60
+    hist = result.history
+    speeds = [r["train_images_per_s"] for r in hist[1:]] or [hist[0]["train_images_per_s"]]
+    val = [r["val_top1"] for r in hist if r["val_top1"] is not None]
+    return {
+        "model": cfg.model,
+        "params_M": sum(p.numel() for p in result.model.parameters()) / 1e6,
+        "MMACs": model_macs(result.model, cfg.resolution) / 1e6,
+        "train_img_per_s": statistics.median(speeds),
+        "top1": val[-1] if val else float("nan"),
+        "best_top1": max(val) if val else float("nan"),
+        "train_min": minutes,
+        "num_classes": result.info["num_classes"],
+        "history": hist,  # per-epoch metrics (not in the CSV / markdown table)
+    }
+
+
+_RUN_FILES = (WEIGHTS_FILE, STATE_FILE, CONFIG_FILE, "metrics.csv", "metrics.json", "curves.png")
+
+
+def _has_run_files(run_dir: Path) -> bool:
+    return any((run_dir / n).exists() for n in (*_RUN_FILES, CHECKPOINTS_DIR))
 
 
 def _clear_run(run_dir: Path) -> None:
     """Delete the files a previous run wrote in ``run_dir`` (only those; nothing else)."""
-    names = (WEIGHTS_FILE, STATE_FILE, CONFIG_FILE, "metrics.csv", "metrics.json", "curves.png")
-    for name in names:
+    import shutil
+
+    for name in _RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -183,39 +231,3 @@ def write_outputs(
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
     atomic_write_bytes(out / "compare.png", png.getvalue())
-
-
-def cli_compare(argv: list[str]) -> int:
-    """``python -m minilg compare [--models a,b,c] [TrainConfig flags]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m minilg compare",
-        description="Train several models under an identical budget and compare them.",
-        argument_default=argparse.SUPPRESS,
-    )
-    parser.add_argument(
-        "--models",
-        default=",".join(DEFAULT_MODELS),
-        help=f"comma-separated model names (default: {','.join(DEFAULT_MODELS)})",
-    )
-    _add_config_args(parser, skip=("model", "stop_after"))
-    ns = parser.parse_args(argv)
-    base = dataclasses.replace(TrainConfig(out="runs/compare"), **COMPARE_DEFAULTS)
-    cfg = _config_from_args(ns, base)
-    out = cfg.out
-    t0 = time.perf_counter()
-    try:
-        rows = compare([m.strip() for m in ns.models.split(",") if m.strip()], cfg, out)
-    except (DatasetUnavailableError, ValueError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not rows:
-        print("error: none of the requested models is registered", file=sys.stderr)
-        return 2
-    print()
-    print(markdown_table(rows))
-    print(f"\nMACs = multiply-accumulates per image at {cfg.resolution}px; img/s = measured "
-          f"training throughput ({resolve_device(cfg.device)}, {torch.get_num_threads()} threads). "
-          f"Total {(time.perf_counter() - t0) / 60:.1f} min.")
-    if out:
-        print(f"wrote {out}/compare.{{csv,md,json,png}}")
-    return 0

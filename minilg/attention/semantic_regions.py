@@ -1,0 +1,519 @@
+"""Semantic-aware regions and local-global attention (SALG, Zhang et al., Sec. III-B and III-C).
+
+Read top to bottom, this module follows SALG Sec. III:
+
+1. **Region means** (Sec. III-B, Fig. 3a): the map is cut into an ``n_h x n_w`` grid of equal
+   ``M x M`` windows (``M = 7`` in the paper, the same window in every stage, so deeper stages
+   have fewer, larger regions: Fig. 4) and each window's features are averaged:
+   :func:`region_means`.
+2. **Coverage areas** (Fig. 3b): each window grown by ``p`` tokens on every side, an
+   ``(M + 2p) x (M + 2p)`` block: :func:`coverage_positions` (which map token sits in which slot).
+3. **Assignment** (Eq. 1, Fig. 3c): every token goes to the region mean with the highest cosine
+   similarity among the means whose coverage area contains it: :func:`assign_regions` returns one
+   label per token. A token always lies in its own window's coverage area, so it always has a
+   region; no region reaches past its coverage area. Similarities are einsum matmuls, so they
+   count ``n_R (M + 2p)^2 C`` MACs (:func:`segmentation_macs`); the means (pooling) count none.
+4. **Intra-region attention** (Eq. 2, Fig. 5): for every region, multi-head attention over its
+   coverage area in which tokens of other regions are masked out (the paper's *null tokens*),
+   plus the region's aggregation (AGR) token; Swin's relative position bias over coverage-area
+   coordinates. :class:`SemanticRegionAttention`.
+5. **Inter-region propagation** (Eqs. 3-4): the AGR tokens of all regions exchange information
+   by multi-head self-attention (Eq. 3) or are replaced by their average (Eq. 4):
+   :class:`InterRegionPropagation`.
+
+The masked dense formulation, as computed: region ``r`` has queries *and* keys
+``[t_r^AGR, the (M+2p)^2 coverage-area slots]``; a pair is allowed when both belong to ``r``
+(the AGR token belongs to its region). Queries of other regions are fully masked rows, which the
+core turns into exact zeros, so summing every region's outputs back onto the map (a scatter-add)
+gives each token the output of the one region it belongs to, exactly. Padding (outside the map,
+or the bottom/right padding to a multiple of ``M``) is never assigned and never attended.
+
+Cost (:func:`intra_region_macs`), per image, ``N = HW`` tokens, ``T = n_R`` AGR tokens,
+``K = (M_h + 2p)(M_w + 2p)``::
+
+    4 (N + T) C^2  +  n_R * 2 (1 + K)^2 C
+
+(q, k, v and output projections of map and AGR tokens; ``Q K^T`` and ``A V`` of the masked
+dense attention, masked entries included because they are computed). With ``p = 0`` this is
+W-MSA's ``4NC^2 + 2M^2NC`` plus the AGR token's share.
+
+Choices the paper leaves open (there is no public code; these are minilg's, with reasons):
+
+* **Non-divisible maps.** The map is zero-padded bottom/right to a multiple of ``M`` (as Swin,
+  and as the paper pads detection inputs); region means average *real* tokens only, padding is
+  never assigned. Maps smaller than ``M`` clip the window to the map (Swin's rule).
+* **Ties** in Eq. 1 go to the lowest region index (row-major), so labels are deterministic.
+  Similarities are computed in float32 whatever the input dtype, without gradient (the argmax is
+  piecewise constant; gradients reach the features through attention, not through the labels).
+* **Where segmentation runs.** Once per SALG stage, on the stage input, as the paper writes ("each
+  SALG stage first performs region segmentation", Fig. 2); every block of the stage reuses the
+  labels (:func:`given_regions`). A mixer called on its own segments its own input.
+* **Where AGR tokens come from.** Their number ``n_R`` depends on ``H, W``, so they cannot be one
+  parameter per region: each starts as its region mean plus one learned embedding shared by all
+  regions (:class:`RegionTokens`), then travels with the map from block to block through the
+  stage (the core's extra-token path) and is dropped at the stage's end.
+* **Position bias.** Swin's table over the coverage-area grid, ``(2(M+2p) - 1)^2`` entries per
+  head; the AGR token gets none (it has no position).
+* **Eq. 3** prints ``MSA(LN(T) + T)``; minilg reads it as the pre-norm residual
+  ``T + MSA(LN(T))``, like Eq. 2 and Eq. 3's own MLP line (the literal form would add ``T`` to
+  ``LN(T)`` inside the attention and drop the identity path). Propagation runs after a block's
+  MLP (Fig. 5: intra-region step, then inter-region step) and feeds the next block of the stage,
+  so a stage's last block has none (its AGR tokens are dropped: it could not change the output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+from minilg.attention.base import check_size
+from minilg.attention.core import AttentionMixer, KeySource, attention_macs, linear_macs
+from minilg.attention.full import FullAttention
+from minilg.attention.grouping import (
+    Pair,
+    as_pair,
+    label_mask,
+    neighbourhood,
+    neighbourhood_labels,
+    subwindow_pool,
+)
+from minilg.attention.position import RelativePositionBias
+
+Propagation = Literal["msa", "ap", "none"]
+PROPAGATIONS: tuple[str, ...] = get_args(Propagation)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+def _check_pair(value: object, name: str, minimum: int, meaning: str) -> Pair:
+    try:
+        return as_pair(value, name, minimum)
+    except ValueError:
+        raise ValueError(
+            f"{name} ({meaning}) must be an integer >= {minimum} or a pair of them, "
+            f"got {name}={value!r}"
+        ) from None
+
+
+def check_window(window: object) -> Pair:
+    """``M -> (M, M)``; a ValueError naming ``window`` unless a positive int or pair of them."""
+    return _check_pair(window, "window", 1, "M, tokens per side of a region window")
+
+
+def check_margin(margin: object) -> Pair:
+    """``p -> (p, p)``; a ValueError naming ``margin`` unless an int ``>= 0`` or pair of them."""
+    return _check_pair(margin, "margin", 0,
+                       "p, tokens added on every side of a window to form its coverage area")
+
+
+def check_propagation(propagation: object) -> Propagation:
+    if propagation not in PROPAGATIONS:
+        raise ValueError(
+            f"propagation must be one of {PROPAGATIONS} ('msa': Eq. 3, 'ap': Eq. 4, 'none': no "
+            f"inter-region step), got propagation={propagation!r}"
+        )
+    return propagation  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------
+# Region grid, region means (Sec. III-B) and coverage areas (Fig. 3b)
+# --------------------------------------------------------------------------------------------
+
+
+def effective_window(size: Pair, window: int | Pair) -> Pair:
+    """The window used on an ``H x W`` map: ``M`` clipped to the map (Swin's rule)."""
+    mh, mw = check_window(window)
+    return (min(mh, size[0]), min(mw, size[1]))
+
+
+def region_grid(size: Pair, window: int | Pair) -> Pair:
+    """``(n_h, n_w) = (ceil(H / M_h), ceil(W / M_w))``: the grid of region windows."""
+    mh, mw = effective_window(size, window)
+    return (-(-size[0] // mh), -(-size[1] // mw))
+
+
+def num_regions(height: int, width: int, window: int | Pair) -> int:
+    """``n_R = n_h n_w``, the number of regions (and of AGR tokens) on an ``H x W`` map."""
+    nh, nw = region_grid(check_size(height, width), window)
+    return nh * nw
+
+
+def region_means(x: Tensor, window: int | Pair) -> Tensor:
+    """Region means (Sec. III-B, Fig. 3a): ``(B, H, W, C) -> (B, n_R, C)``, row-major regions.
+
+    Each window's real tokens are averaged (the bottom/right padding to a multiple of ``M`` does
+    not count). Pooling: no MACs.
+    """
+    pooled = subwindow_pool(x, effective_window((x.shape[1], x.shape[2]), window), "real_mean")
+    return rearrange(pooled, "b nh nw c -> b (nh nw) c")
+
+
+def coverage_positions(
+    size: Pair, window: int | Pair, margin: int | Pair, device: torch.device | None = None
+) -> Tensor:
+    """Which map token fills each coverage-area slot: ``(n_R, K)`` int64, ``K = (M_h+2p)(M_w+2p)``.
+
+    Slot ``k`` of region ``r`` (row-major over the coverage block, as :func:`neighbourhood`) holds
+    token ``u W + v``, or ``H W`` (one past the last token) when it lies outside the map or in
+    the padding to a multiple of ``M``.
+    """
+    height, width = size
+    win, ring = effective_window(size, window), check_margin(margin)
+    index = torch.arange(height * width, device=device).reshape(height, width)
+    slots = neighbourhood_labels(index, win, ring, fill=-1)
+    return torch.where(slots < 0, height * width, slots)
+
+
+def coverage(x: Tensor, window: int | Pair, margin: int | Pair) -> Tensor:
+    """Coverage areas of a map: ``(B, H, W, C) -> (B, n_R, K, C)``, zeros outside the map."""
+    win = effective_window((x.shape[1], x.shape[2]), window)
+    return neighbourhood(x, win, check_margin(margin))
+
+
+# --------------------------------------------------------------------------------------------
+# Assignment (Eq. 1)
+# --------------------------------------------------------------------------------------------
+
+
+def region_similarity(x: Tensor, window: int | Pair, margin: int | Pair) -> Tensor:
+    """Eq. 1's ``s^i_<u,v>``: cosine similarity of every coverage slot to its region's mean.
+
+    ``(B, H, W, C) -> (B, n_R, K)`` float32; slots outside the map hold 0 (they are never used).
+    One einsum: ``n_R K C`` MACs.
+    """
+    features = F.normalize(x.float(), dim=-1, eps=1e-6)
+    means = F.normalize(region_means(x.float(), window), dim=-1, eps=1e-6)
+    return torch.einsum("b r k c, b r c -> b r k", coverage(features, window, margin), means)
+
+
+def assign_regions(x: Tensor, window: int | Pair = 7, margin: int | Pair = 1) -> Tensor:
+    """Semantic-aware region segmentation (Eq. 1): one region label per token.
+
+    Args:
+        x: features ``(B, H, W, C)``.
+        window: ``M``, the region window (int or pair).
+        margin: ``p``, coverage-area expansion on every side (int or pair, ``>= 0``).
+
+    Returns:
+        ``(B, H, W)`` int64 labels in ``[0, n_R)`` (regions row-major over the window grid): the
+        region whose mean is most cosine-similar to the token among those whose coverage area
+        contains it (ties: lowest index). With ``p = 0`` the labels are the window grid.
+    """
+    batch, height, width, _ = x.shape
+    positions = coverage_positions((height, width), window, margin, x.device)
+    regions, slots = positions.shape
+    with torch.no_grad():
+        sims = region_similarity(x, window, margin).flatten(1)  # (B, n_R K)
+    flat = repeat(positions, "r k -> b (r k)", b=batch)
+    best = sims.new_full((batch, height * width + 1), float("-inf"))
+    best = best.scatter_reduce(1, flat, sims, "amax")
+    owner = repeat(torch.arange(regions, device=x.device), "r -> b (r k)", b=batch, k=slots)
+    owner = torch.where(sims == best.gather(1, flat), owner, regions)
+    labels = torch.full_like(best, regions, dtype=torch.long).scatter_reduce(1, flat, owner, "amin")
+    return rearrange(labels[:, :-1], "b (h w) -> b h w", h=height)
+
+
+def window_grid_labels(
+    size: Pair, window: int | Pair, device: torch.device | None = None
+) -> Tensor:
+    """Labels of the regular window grid ``(H, W)`` (what Eq. 1 gives with ``p = 0``)."""
+    (mh, mw), (_, nw) = effective_window(size, window), region_grid(size, window)
+    rows = torch.arange(size[0], device=device) // mh
+    cols = torch.arange(size[1], device=device) // mw
+    return rows[:, None] * nw + cols[None, :]
+
+
+def segmentation_macs(height: int, width: int, dim: int, window: int | Pair,
+                      margin: int | Pair) -> int:
+    """MACs of Eq. 1: the cosine similarities, ``n_R K C`` (one einsum)."""
+    size = check_size(height, width)
+    (mh, mw), (ph, pw) = effective_window(size, window), check_margin(margin)
+    return num_regions(height, width, window) * (mh + 2 * ph) * (mw + 2 * pw) * dim
+
+
+# Labels for every SALG block of a stage, set once by the stage (see :func:`given_regions`).
+_REGIONS: ContextVar[Tensor | None] = ContextVar("minilg_salg_regions", default=None)
+
+
+@contextmanager
+def given_regions(labels: Tensor | None) -> Iterator[None]:
+    """Inside the block, :class:`SemanticRegionAttention` uses ``labels (B, H, W)`` instead of
+    segmenting its own input: how a SALG stage shares one segmentation among its blocks."""
+    token = _REGIONS.set(labels)
+    try:
+        yield
+    finally:
+        _REGIONS.reset(token)
+
+
+# --------------------------------------------------------------------------------------------
+# Intra-region attention (Eq. 2)
+# --------------------------------------------------------------------------------------------
+
+
+def region_sequences(size: Pair, window: int | Pair, margin: int | Pair,
+                     device: torch.device | None = None) -> Tensor:
+    """Region ``r``'s token sequence of Eq. 2 as rows of a *token table*: ``(n_R, 1 + K)``.
+
+    The table stacks the ``N = HW`` map tokens (row-major), one empty row (index ``N``: padding
+    and slots outside the map) and the ``n_R`` AGR tokens (index ``N + 1 + r``). Sequence ``r`` is
+    ``[t_r^AGR, coverage-area slots of r]`` (:func:`coverage_positions` order).
+    """
+    positions = coverage_positions(size, window, margin, device)
+    agr_rows = size[0] * size[1] + 1 + torch.arange(positions.shape[0], device=device)
+    return torch.cat([agr_rows[:, None], positions], dim=1)
+
+
+def region_local_labels(labels: Tensor, sequences: Tensor) -> Tensor:
+    """``labels (B, H, W)``, ``sequences (n_R, S)`` -> ``(B, n_R, S)``: ``r`` where the slot of
+    sequence ``r`` belongs to region ``r`` (its AGR token always does), ``-1`` on null tokens and
+    padding. ``label_mask`` of this with itself is Eq. 2's mask ``M_r`` for queries and keys."""
+    batch, regions = labels.shape[0], sequences.shape[0]
+    region = torch.arange(regions, device=labels.device)
+    table = torch.cat([labels.flatten(1), labels.new_full((batch, 1), -1),
+                       region.expand(batch, -1)], dim=1)
+    slot_labels = table[:, sequences]  # (B, n_R, S)
+    return torch.where(slot_labels == region[None, :, None], region[None, :, None], -1)
+
+
+def intra_region_macs(height: int, width: int, dim: int, window: int | Pair,
+                      margin: int | Pair) -> int:
+    """``4 (N + T) C^2 + n_R 2 (1 + K)^2 C``: see the module docstring."""
+    size = check_size(height, width)
+    (mh, mw), (ph, pw) = effective_window(size, window), check_margin(margin)
+    regions, tokens = num_regions(height, width, window), height * width
+    slots = 1 + (mh + 2 * ph) * (mw + 2 * pw)
+    projections = linear_macs(tokens + regions, dim, 4 * dim)
+    return projections + regions * attention_macs(slots, slots, dim)
+
+
+def salg_attention_macs(height: int, width: int, dim: int, window: int | Pair = 7,
+                        margin: int | Pair = 1) -> int:
+    """MACs of :class:`SemanticRegionAttention` on its own: Eq. 1 plus Eq. 2."""
+    return (segmentation_macs(height, width, dim, window, margin)
+            + intra_region_macs(height, width, dim, window, margin))
+
+
+class SemanticRegionAttention(AttentionMixer):
+    """Intra-region self-attention with AGR tokens (SALG Eq. 2, Fig. 5).
+
+    ``forward(x)``: ``(B, H, W, C) -> (B, H, W, C)``, segmenting ``x`` itself and starting the AGR
+    tokens from its region means. ``forward_with_extra(x, agr)``: ``agr (B, n_R, C)`` AGR tokens,
+    both updated; labels from :func:`given_regions` when a stage set them, else from ``x``.
+    :meth:`intra_region` takes the labels explicitly.
+
+    Args:
+        dim: channels ``C``.
+        heads: attention heads (must divide ``dim``).
+        window: region window ``M`` (int or pair).
+        margin: coverage-area expansion ``p`` (int or pair, ``>= 0``).
+        qkv_bias: bias in the qkv projection.
+        position_bias: relative position bias over coverage-area coordinates.
+    """
+
+    def __init__(self, dim: int, heads: int, window: int | Pair = 7, margin: int | Pair = 1,
+                 qkv_bias: bool = True, position_bias: bool = True) -> None:
+        super().__init__(dim, heads, qkv_bias=qkv_bias)
+        self.window, self.margin = check_window(window), check_margin(margin)
+        grid = (self.window[0] + 2 * self.margin[0], self.window[1] + 2 * self.margin[1])
+        self.position_bias = RelativePositionBias(heads, grid) if position_bias else None
+
+    def sequences(self, size: Pair, device: torch.device) -> Tensor:
+        """:func:`region_sequences`, built once per map size and device."""
+        return self.geometry(("sequences", size), device,
+                             lambda: region_sequences(size, self.window, self.margin, device))
+
+    def bias(self, size: Pair) -> Tensor | None:
+        """``(heads, 1 + K, 1 + K)``: the coverage-area bias; zero for pairs with the AGR token."""
+        if self.position_bias is None:
+            return None
+        mh, mw = effective_window(size, self.window)
+        grid = (mh + 2 * self.margin[0], mw + 2 * self.margin[1])
+        return F.pad(self.position_bias(grid), (1, 0, 1, 0))
+
+    def intra_region(self, x: Tensor, agr: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 2's Local-MSA: ``x (B, H, W, C)``, ``agr (B, n_R, C)``, ``labels (B, H, W)``.
+
+        Returns the map and AGR outputs (after the output projection), same shapes.
+        """
+        self.check_input(x)
+        self._check_regions(x, agr, labels)
+        batch, height, width, _ = x.shape
+        tokens = height * width
+        sequences = self.sequences((height, width), x.device)  # (n_R, 1 + K)
+        local = region_local_labels(labels, sequences)  # (B, n_R, 1 + K)
+        # The token table of region_sequences, projected: map tokens, an empty row, AGR tokens.
+        table = torch.cat([self.qkv(rearrange(x, "b h w c -> b (h w) c")),
+                           x.new_zeros(batch, 1, 3 * self.dim), self.qkv(agr)], dim=1)
+        gathered = table.index_select(1, sequences.flatten())
+        q, k, v = rearrange(gathered, "b (r s) c -> b r s c", r=sequences.shape[0]).chunk(3, -1)
+        # Eq. 2's mask M_r for queries and keys (head axis 1): both slots belong to region r.
+        allowed = label_mask(local, local)[:, :, None]
+        out = self.attend(q, KeySource(k, v, self.bias((height, width)), allowed))
+        # Null-token queries gave exact zeros: the sum gives each token its own region's output.
+        summed = out.new_zeros(batch, tokens + 1 + sequences.shape[0], self.dim)
+        summed = summed.index_add(1, sequences.flatten(), rearrange(out, "b r s c -> b (r s) c"))
+        grid = rearrange(summed[:, :tokens], "b (h w) c -> b h w c", h=height)
+        projected: tuple[Tensor, Tensor] = (self.proj(grid), self.proj(summed[:, tokens + 1 :]))
+        return projected
+
+    def forward_with_extra(self, x: Tensor, extra: Tensor) -> tuple[Tensor, Tensor]:
+        """``x (B, H, W, C)``, AGR tokens ``extra (B, n_R, C)`` -> both updated (Eq. 2).
+
+        Labels: the stage's (:func:`given_regions`), else :func:`assign_regions` of ``x``.
+        """
+        self.check_input(x)
+        labels = _REGIONS.get()
+        if labels is None:
+            labels = assign_regions(x, self.window, self.margin)
+        return self.intra_region(x, extra, labels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Standalone: segment ``x``, start the AGR tokens from its region means, run Eq. 2."""
+        self.check_input(x)
+        agr = region_means(x, self.window)
+        return self.intra_region(x, agr, assign_regions(x, self.window, self.margin))[0]
+
+    def macs(self, height: int, width: int, extra_tokens: int = 0) -> int:
+        """Standalone: Eq. 1 + Eq. 2 (:func:`salg_attention_macs`). With ``extra_tokens = n_R``
+        (inside a stage, labels given): Eq. 2 only (:func:`intra_region_macs`)."""
+        if not extra_tokens:
+            return salg_attention_macs(height, width, self.dim, self.window, self.margin)
+        regions = num_regions(height, width, self.window)
+        if extra_tokens != regions:
+            raise ValueError(
+                f"extra_tokens must be the number of regions n_R={regions} of a {height}x{width} "
+                f"map with window {self.window}, got extra_tokens={extra_tokens}"
+            )
+        return intra_region_macs(height, width, self.dim, self.window, self.margin)
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, heads={self.heads}, window={self.window}, "
+                f"margin={self.margin}")
+
+    def _check_regions(self, x: Tensor, agr: Tensor, labels: Tensor) -> None:
+        batch, height, width, _ = x.shape
+        regions = num_regions(height, width, self.window)
+        if agr.shape != (batch, regions, self.dim):
+            raise ValueError(
+                f"agr (AGR tokens) must have shape (B, n_R, C) = {(batch, regions, self.dim)} "
+                f"for a {height}x{width} map with window {self.window}, got {tuple(agr.shape)}"
+            )
+        if labels.shape != (batch, height, width):
+            raise ValueError(
+                f"labels must have shape (B, H, W) = {(batch, height, width)}, got "
+                f"{tuple(labels.shape)}"
+            )
+
+# --------------------------------------------------------------------------------------------
+# Where AGR tokens come from, and the stage-level segmentation
+# --------------------------------------------------------------------------------------------
+
+
+class RegionTokens(nn.Module):
+    """A SALG stage's segmentation and its AGR tokens (the stage's ``extra`` module).
+
+    ``forward(x (B, H, W, C)) -> (B, n_R, C)``: each region's mean plus one learned embedding
+    ``agr_token`` shared by all regions (``n_R`` depends on ``H, W``, so there cannot be one
+    parameter per region). :meth:`segment` returns the stage's labels ``(B, H, W)``: Eq. 1, or
+    the regular window grid when ``segmentation=False`` (Table III's "Base + Local & Global").
+    ``macs(H, W)``: Eq. 1's similarities (0 without segmentation).
+    """
+
+    def __init__(self, dim: int, window: int | Pair = 7, margin: int | Pair = 1,
+                 segmentation: bool = True) -> None:
+        super().__init__()
+        self.dim, self.window, self.margin = dim, check_window(window), check_margin(margin)
+        self.segmentation = segmentation
+        self.agr_token = nn.Parameter(torch.zeros(1, 1, dim))
+        nn.init.trunc_normal_(self.agr_token, std=0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return region_means(x, self.window) + self.agr_token
+
+    def segment(self, x: Tensor) -> Tensor:
+        """Labels ``(B, H, W)`` of the stage input ``x``."""
+        if not self.segmentation:
+            labels = window_grid_labels((x.shape[1], x.shape[2]), self.window, x.device)
+            return labels.expand(x.shape[0], -1, -1)
+        return assign_regions(x, self.window, self.margin)
+
+    def num_tokens(self, height: int, width: int) -> int:
+        return num_regions(height, width, self.window)
+
+    def macs(self, height: int, width: int) -> int:
+        if not self.segmentation:
+            return 0
+        return segmentation_macs(height, width, self.dim, self.window, self.margin)
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, window={self.window}, margin={self.margin}, "
+                f"segmentation={self.segmentation}")
+
+
+# --------------------------------------------------------------------------------------------
+# Inter-region propagation (Eqs. 3-4)
+# --------------------------------------------------------------------------------------------
+
+
+class InterRegionPropagation(nn.Module):
+    """Global step on the AGR tokens ``(B, T, C) -> (B, T, C)`` (Eq. 3 or Eq. 4).
+
+    * ``"msa"`` (Eq. 3): ``T = T + MSA(LN(T))``, ``T = T + MLP(LN(T))``: a transformer layer
+      over the ``T = n_R`` AGR tokens of each image (no position bias: the tokens have no grid
+      positions of their own), with stochastic depth ``drop_path``.
+      MACs ``4TC^2 + 2T^2C + 2rTC^2``.
+    * ``"ap"`` (Eq. 4): every AGR token becomes the average of all of them. No parameters, no MACs.
+    * ``"none"``: no inter-region step (Table III's "Base + Seg. + Local").
+    """
+
+    def __init__(self, dim: int, heads: int, propagation: Propagation = "ap",
+                 mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
+        super().__init__()
+        # Imported here: minilg.layers imports minilg.attention.
+        from minilg.layers import DropPath, Mlp
+
+        self.dim, self.propagation = dim, check_propagation(propagation)
+        if self.propagation == "msa":
+            self.norm1 = nn.LayerNorm(dim)
+            self.attn = FullAttention(dim, heads)
+            self.norm2 = nn.LayerNorm(dim)
+            self.mlp = Mlp(dim, mlp_ratio)
+            self.drop_path = DropPath(drop_path)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        if self.propagation == "ap":
+            return tokens.mean(dim=1, keepdim=True).expand_as(tokens)
+        if self.propagation == "none":
+            return tokens
+        tokens = tokens + self.drop_path(self.attn(self.norm1(tokens)[:, None])[:, 0])
+        out: Tensor = tokens + self.drop_path(self.mlp(self.norm2(tokens)))
+        return out
+
+    def macs(self, tokens: int) -> int:
+        if self.propagation != "msa":
+            return 0
+        return self.attn.macs(1, tokens) + self.mlp.macs(tokens, 1)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, propagation={self.propagation!r}"
+
+
+__all__ = [
+    "PROPAGATIONS", "InterRegionPropagation", "Propagation", "RegionTokens",
+    "SemanticRegionAttention", "assign_regions", "check_margin", "check_propagation",
+    "check_window", "coverage", "coverage_positions", "effective_window", "given_regions",
+    "intra_region_macs", "num_regions", "region_grid", "region_local_labels", "region_means",
+    "region_sequences",
+    "region_similarity", "salg_attention_macs", "segmentation_macs", "window_grid_labels",
+]

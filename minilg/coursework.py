@@ -1,0 +1,200 @@
+"""Coursework: student versions of the notebooks, and the checks that keep exercises honest.
+
+The notebooks are the instructor versions. Their exercises follow nbgrader's conventions, so
+nbgrader and otter-grader users can take them as they are:
+
+* an **exercise cell** holds the solution between ``### BEGIN SOLUTION`` and
+  ``### END SOLUTION`` and carries nbgrader's solution metadata
+  (``{"nbgrader": {"solution": true, "grade": false, "grade_id": ...}}``);
+* the cell after it is a **self-check**: its first line is ``# Self-check``, it carries nbgrader's
+  autograded-test metadata (``"grade": true, "locked": true, "points": 1``) and raises an
+  ``AssertionError`` with a helpful message until the exercise is right.
+
+:func:`student_notebook` removes the solutions with nbgrader's ``ClearSolutions`` and clears the
+outputs. Its stub is ``# YOUR CODE HERE`` followed by ``...``: valid Python at any indentation,
+so the exercise cell itself runs and the *self-check* is the cell that fails (nbgrader's default
+stub raises in the exercise cell). Exercise cells are self-contained: later cells never use the
+student's answer, so a student version fails at its self-checks and nowhere else. The tests check
+exactly that (:func:`failing_cells`), and that putting the solutions back into a student version
+gives the instructor's code back character for character (:func:`restore_solutions`).
+
+    python -m minilg coursework --out student/        # or: make coursework
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+SELF_CHECK = "# Self-check"
+STUB = "# YOUR CODE HERE\n..."
+
+
+def _source(cell: Any) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def is_exercise(cell: Any) -> bool:
+    return cell.get("cell_type") == "code" and BEGIN in _source(cell)
+
+
+def is_self_check(cell: Any) -> bool:
+    return cell.get("cell_type") == "code" and _source(cell).startswith(SELF_CHECK)
+
+
+def annotate(nb: Any, prefix: str) -> int:
+    """Give exercise and self-check cells nbgrader's metadata (in place); returns how many."""
+    count = 0
+    for index, cell in enumerate(nb.cells):
+        if is_exercise(cell):
+            cell.metadata["nbgrader"] = {
+                "solution": True, "grade": False, "locked": False, "task": False,
+                "grade_id": f"{prefix}-exercise-{index}", "schema_version": 3,
+            }
+            count += 1
+        elif is_self_check(cell):
+            cell.metadata["nbgrader"] = {
+                "solution": False, "grade": True, "locked": True, "task": False, "points": 1,
+                "grade_id": f"{prefix}-check-{index}", "schema_version": 3,
+            }
+    return count
+
+
+def check_markers(nb: Any, name: str) -> list[str]:
+    """Problems with the exercise conventions (an empty list when there are none)."""
+    problems = []
+    for index, cell in enumerate(nb.cells):
+        source = _source(cell)
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if is_exercise(cell):
+            if source.count(BEGIN) != source.count(END):
+                problems.append(f"{name} cell {index}: unbalanced solution markers")
+            if not meta.get("solution"):
+                problems.append(f"{name} cell {index}: exercise without nbgrader solution metadata")
+            following = nb.cells[index + 1] if index + 1 < len(nb.cells) else {}
+            if not is_self_check(following):
+                problems.append(f"{name} cell {index}: exercise not followed by a self-check")
+        elif is_self_check(cell) and not meta.get("grade"):
+            problems.append(f"{name} cell {index}: self-check without nbgrader grade metadata")
+    return problems
+
+
+def student_notebook(nb: Any) -> Any:
+    """A copy of ``nb`` with every solution replaced by the stub and every output cleared."""
+    from nbgrader.preprocessors import ClearOutput, ClearSolutions
+
+    student = copy.deepcopy(nb)
+    student, _ = ClearSolutions(code_stub={"python": STUB}).preprocess(student, {})
+    student, _ = ClearOutput().preprocess(student, {})
+    return student
+
+
+_REGION = re.compile(rf"^([ \t]*){re.escape(BEGIN)}\n.*?^[ \t]*{re.escape(END)}[ \t]*$",
+                     re.MULTILINE | re.DOTALL)
+
+
+def restore_solutions(student: Any, instructor: Any) -> Any:
+    """Put the instructor's solution regions back in place of the stubs (a copy of ``student``)."""
+    restored = copy.deepcopy(student)
+    for cell, source_cell in zip(restored.cells, instructor.cells, strict=True):
+        regions = [m.group(0) for m in _REGION.finditer(_source(source_cell))]
+        if not regions or cell.cell_type != "code":
+            continue
+        text = _source(cell)
+        for region in regions:
+            indent = region[: len(region) - len(region.lstrip(" \t"))]
+            stub = "\n".join(indent + line for line in STUB.split("\n"))
+            if stub not in text:
+                raise ValueError(f"stub for a solution region not found in cell:\n{text}")
+            text = text.replace(stub, region, 1)
+        cell.source = text
+    return restored
+
+
+def failing_cells(nb: Any, path: Path, timeout: int = 600) -> list[int]:
+    """Execute ``nb`` (errors allowed) with ``path`` as working folder; indices of failing cells."""
+    from nbclient import NotebookClient
+
+    executed = copy.deepcopy(nb)
+    NotebookClient(executed, timeout=timeout, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(path)}}).execute()
+    return [
+        index for index, cell in enumerate(executed.cells)
+        if cell.cell_type == "code"
+        and any(out.get("output_type") == "error" for out in cell.get("outputs", []))
+    ]
+
+
+def numbered_notebooks(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _nbformat() -> Any:
+    """nbformat, imported on use (it is only needed for coursework)."""
+    return importlib.import_module("nbformat")
+
+
+def write_student_versions(notebooks: Iterable[Path], out: Path) -> list[Path]:
+    """Student versions of ``notebooks`` under ``out``; returns the paths written."""
+    nbformat = _nbformat()
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        problems = check_markers(nb, path.name)
+        if problems:
+            raise ValueError("; ".join(problems))
+        target = out / path.name
+        nbformat.write(student_notebook(nb), target)
+        written.append(target)
+    return written
+
+
+def cli_coursework(argv: list[str]) -> int:
+    """``python -m minilg coursework [--out DIR] [--annotate] [NOTEBOOK ...]``."""
+    from minilg.cli import verb_parser
+
+    nbformat = _nbformat()
+    parser = verb_parser(
+        "coursework", "Write student versions of the notebooks (solutions removed, self-checks "
+        "kept, outputs cleared), or --annotate the instructor notebooks in place with nbgrader's "
+        "cell metadata.")
+    parser.add_argument("notebooks", nargs="*", type=Path,
+                        help="instructor notebooks (default: notebooks/NN_*.ipynb)")
+    parser.add_argument("--out", type=Path, default=Path("student"),
+                        help="folder for the student versions (default: student/)")
+    parser.add_argument("--annotate", action="store_true",
+                        help="add nbgrader metadata to exercise and self-check cells in place")
+    args = parser.parse_args(argv)
+    paths = args.notebooks or numbered_notebooks(Path("notebooks"))
+    missing = [str(p) for p in paths if not p.is_file()]
+    if not paths or missing:
+        raise FileNotFoundError(f"no such notebook: {', '.join(missing) or 'notebooks/NN_*.ipynb'}")
+    if args.annotate:
+        for path in paths:
+            nb = nbformat.read(path, as_version=4)
+            print(f"{path}: {annotate(nb, path.stem[:2])} exercise(s)")
+            nbformat.write(nb, path)
+        return 0
+    for target in write_student_versions(paths, args.out):
+        print(f"wrote {target}")
+    return 0
+
+
+__all__ = [
+    "BEGIN", "END", "SELF_CHECK", "STUB", "annotate", "check_markers", "cli_coursework",
+    "failing_cells", "is_exercise", "is_self_check", "numbered_notebooks", "restore_solutions",
+    "student_notebook", "write_student_versions",
+]
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(cli_coursework(sys.argv[1:]))

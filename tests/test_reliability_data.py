@@ -1,0 +1,226 @@
+"""Data is what it claims to be: shared class lists, verified caches, images decoded as seen."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from minilg.cli import main
+from minilg.data import load_subset
+from minilg.data import prepare as prepare_mod
+from minilg.data.core import CacheWarning, DataError
+from minilg.data.prepare import EmptyClassWarning, decode_resize_crop
+
+COLOURS = {"a": (250, 10, 10), "b": (10, 250, 10), "c": (10, 10, 250), "d": (250, 250, 10)}
+
+
+def _folder(root: Path, layout: dict[str, list[str]], per_class: int = 2) -> Path:
+    """root/<split>/<class>/<j>.png, each image a solid colour of its class."""
+    for split, classes in layout.items():
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for j in range(per_class):
+                Image.new("RGB", (20, 20), COLOURS[c]).save(root / split / c / f"{j}.png")
+    return root
+
+
+def _load(root: Path, cache: Path, split: str = "train", **kw: Any) -> Any:
+    return load_subset("imagefolder", split, 16, root=root, cache_dir=cache, **kw)
+
+
+def _colour_of(ds: Any, i: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in ds.images[i, 8, 8])
+
+
+# ----------------------------------------------------------------------------- class lists
+def test_a_class_missing_from_val_does_not_shift_the_labels(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "d", {"train": ["a", "b", "c"], "val": ["a", "c"]})
+    train = _load(root, tmp_path / "cache")
+    with pytest.warns(EmptyClassWarning, match=r"no images for 1 class\(es\): \['b'\]"):
+        val = _load(root, tmp_path / "cache", "val")
+    assert train.classes == val.classes == ["a", "b", "c"]
+    assert val.labels.tolist() == [0, 0, 2, 2]  # 'c' keeps label 2 (it was 1 before the fix)
+    assert [_colour_of(val, i) for i in (0, 2)] == [COLOURS["a"], COLOURS["c"]]
+    assert val.class_counts() == [2, 0, 2]
+
+
+def test_an_extra_class_in_val_is_an_error_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _folder(tmp_path / "d", {"train": ["a", "b"], "val": ["a", "b", "d"]})
+    with pytest.raises(DataError, match=r"has class folder\(s\) \['d'\] that the training split"):
+        _load(root, tmp_path / "cache", "val")
+    capsys.readouterr()
+    code = main(["train", "--data", "imagefolder", "--root", str(root), "--resolution", "16",
+                 "--batch-size", "2", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "['d'] that the training split lacks" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_empty_class_folders_are_reported(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "d", {"train": ["a", "b"], "val": ["a", "b"]})
+    (root / "train" / "c").mkdir()
+    with pytest.warns(EmptyClassWarning, match=r"no images for 1 class\(es\): \['c'\]"):
+        ds = _load(root, tmp_path / "cache")
+    assert ds.classes == ["a", "b", "c"] and ds.class_counts() == [2, 2, 0]
+
+
+# ----------------------------------------------------------------------------- the cache
+def test_a_stale_cache_is_rebuilt(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "d", {"train": ["a", "b"]})
+    first = _load(root, tmp_path / "cache")
+    assert not first.from_cache and _load(root, tmp_path / "cache").from_cache
+    Image.new("RGB", (24, 20), COLOURS["d"]).save(root / "train" / "b" / "1.png")  # edited
+    again = _load(root, tmp_path / "cache")
+    assert not again.from_cache
+    assert _colour_of(again, 3) == COLOURS["d"] and _colour_of(first, 3) == COLOURS["b"]
+    (root / "train" / "b" / "2.png").write_bytes((root / "train" / "b" / "0.png").read_bytes())
+    assert len(_load(root, tmp_path / "cache")) == 5  # an added file is seen too
+
+
+@pytest.mark.parametrize("damage", ["flip a pixel", "truncate images", "labels out of range",
+                                    "garbled json"])
+def test_a_corrupt_cache_is_rebuilt_with_a_warning(damage: str, tmp_path: Path) -> None:
+    root = _folder(tmp_path / "d", {"train": ["a", "b"]})
+    good = _load(root, tmp_path / "cache")
+    assert good.cache_path is not None
+    stem = str(good.cache_path)[: -len(".json")]
+    images, labels = Path(stem + ".images.npy"), Path(stem + ".labels.npy")
+    if damage == "flip a pixel":
+        data = bytearray(images.read_bytes())
+        data[-5] ^= 0x55
+        images.write_bytes(bytes(data))
+    elif damage == "truncate images":
+        images.write_bytes(images.read_bytes()[:-100])
+    elif damage == "labels out of range":
+        np.save(labels, np.array([0, 0, 1, 7], dtype=np.int64))
+    else:
+        good.cache_path.write_text("{not json")
+    with pytest.warns(CacheWarning, match="ignoring the prepared cache .* it will be rebuilt"):
+        rebuilt = _load(root, tmp_path / "cache")
+    assert not rebuilt.from_cache
+    assert torch.equal(rebuilt.images, good.images) and torch.equal(rebuilt.labels, good.labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and the rebuilt cache is clean
+        assert _load(root, tmp_path / "cache").from_cache
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_a_copied_read_only_cache_loads_without_writing(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "d", {"train": ["a", "b"]})
+    original = _load(root, tmp_path / "cache")
+    synth = load_subset("synthetic", "val", cache_dir=tmp_path / "cache", max_per_class=2)
+    shutil.copytree(tmp_path / "cache", tmp_path / "copy")
+    for folder in (tmp_path / "copy" / "synthetic").glob("folder-*"):
+        shutil.rmtree(folder)  # even the generated PNGs are not needed once prepared
+    for p in (tmp_path / "copy").rglob("*"):
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    before = _snapshot(tmp_path / "copy")
+    try:
+        copy = _load(root, tmp_path / "copy")
+        synth_copy = load_subset("synthetic", "val", cache_dir=tmp_path / "copy", max_per_class=2)
+        assert _snapshot(tmp_path / "copy") == before  # nothing written, no lock taken
+    finally:
+        for p in (tmp_path / "copy").rglob("*"):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    assert copy.from_cache and torch.equal(copy.images, original.images)
+    assert synth_copy.from_cache and torch.equal(synth_copy.images, synth.images)
+
+
+def test_concurrent_preparation_decodes_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _folder(tmp_path / "d", {"train": ["a", "b", "c"]})
+    real = prepare_mod.decode_resize_crop
+    calls: list[Path] = []
+
+    def slow(source: Any, resolution: int) -> Any:
+        calls.append(source)
+        time.sleep(0.02)  # keep the first preparation busy while the second one arrives
+        return real(source, resolution)
+
+    monkeypatch.setattr(prepare_mod, "decode_resize_crop", slow)
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(_load(root, tmp_path / "cache")))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 6  # six images, decoded once in all
+    assert sorted(r.from_cache for r in results) == [False, True]
+    assert torch.equal(results[0].images, results[1].images)
+
+
+def test_partial_files_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _folder(tmp_path / "d", {"train": ["a", "b"]})
+    cache = tmp_path / "cache"
+
+    def killed(source: Any, resolution: int) -> Any:
+        raise KeyboardInterrupt  # interrupted while decoding
+
+    monkeypatch.setattr(prepare_mod, "decode_resize_crop", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _load(root, cache)
+    assert not list(cache.rglob("*.partial.npy"))
+    monkeypatch.undo()
+    # a partial file left by a process killed with SIGKILL: removed by the next preparation
+    ds_dir = cache / "imagefolder"
+    orphan = next(ds_dir.glob("*.lock")).with_suffix("").with_name(
+        next(ds_dir.glob("*.lock")).name[: -len(".lock")] + ".images.npy.4242.partial.npy")
+    orphan.write_bytes(b"half")
+    assert len(_load(root, cache)) == 4
+    assert not orphan.exists()
+
+
+def test_an_unwritable_cache_folder_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _folder(tmp_path / "d", {"train": ["a", "b"], "val": ["a", "b"]})
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DataError, match="is not writable"):
+        _load(root, blocker / "cache")
+    monkeypatch.setenv("MINILG_CACHE", str(blocker / "cache"))
+    capsys.readouterr()
+    code = main(["train", "--data", "imagefolder", "--root", str(root), "--resolution", "16",
+                 "--batch-size", "2", "--out", "none"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "set MINILG_CACHE" in err, err
+
+
+# ----------------------------------------------------------------------------- decoding
+def test_a_16_bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    levels = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 257)  # 8-bit k -> 16-bit 257 k
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    out = decode_resize_crop(tmp_path / "deep.png", 16)
+    expected = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for channel in range(3):
+        assert np.array_equal(out[..., channel], expected)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    img = Image.new("RGB", (32, 16), (0, 0, 255))  # wide: red top half, blue bottom half
+    img.paste((255, 0, 0), (0, 0, 32, 8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    img.save(tmp_path / "phone.jpg", quality=95, exif=exif.tobytes())
+    out = decode_resize_crop(tmp_path / "phone.jpg", 16).astype(int)
+    # displayed upright the picture is tall, with the red half on the right
+    left, right = out[:, :6].mean(axis=(0, 1)), out[:, 10:].mean(axis=(0, 1))
+    assert left[2] > 200 and left[0] < 50, left
+    assert right[0] > 200 and right[2] < 50, right
