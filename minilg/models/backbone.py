@@ -59,13 +59,14 @@ def default_mlp(spec: BlockSpec) -> nn.Module:
     return Mlp(spec.dim, spec.mlp_ratio)
 
 
-def init_weights(module: nn.Module) -> None:
-    """ViT/Swin initialisation: truncated normal (std 0.02) Linear weights, zero biases."""
-    if isinstance(module, nn.Linear):
+def init_weights(module: nn.Module, convs: bool = False) -> None:
+    """ViT/Swin initialisation: truncated normal (std 0.02) Linear weights, zero biases; norms
+    to identity. ``convs=True`` treats convolutions like Linears (HAT-Net's official init)."""
+    if isinstance(module, (nn.Linear, nn.Conv2d) if convs else nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
+    elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)) and module.weight is not None:
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
 

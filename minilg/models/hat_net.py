@@ -47,6 +47,7 @@ design 4 (HAT-Net). Window attention there is Swin's W-MSA / SW-MSA in alternate
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
@@ -72,7 +73,13 @@ from minilg.layers import (
     group_norm,
     module_out_size,
 )
-from minilg.models.backbone import BlockSpec, HierarchicalBackbone, HierarchicalConfig, Stage
+from minilg.models.backbone import (
+    BlockSpec,
+    HierarchicalBackbone,
+    HierarchicalConfig,
+    Stage,
+    init_weights,
+)
 from minilg.models.swin import MINI_FRAME
 from minilg.registry import register_model, with_overrides
 
@@ -155,7 +162,7 @@ class HATNet(HierarchicalBackbone):
         super().__init__(**kwargs)
         self.config = config
         self.head_drop = nn.Dropout(config.drop_rate)
-        self.apply(_init_hat)
+        self.apply(functools.partial(init_weights, convs=True))  # the official init
 
     def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
         pooled = features.mean(dim=(1, 2))
@@ -230,17 +237,6 @@ def _block_norm_elements(block: Block, size: Pair) -> int:
         else:
             total += tokens * module.num_channels
     return total
-
-
-def _init_hat(module: nn.Module) -> None:
-    """The official init: truncated normal (std 0.02) for every conv and linear, zero biases."""
-    if isinstance(module, (nn.Linear, nn.Conv2d)):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.GroupNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 def check_config(config: HATConfig) -> tuple[int, ...]:
