@@ -18,8 +18,8 @@ Sizes that ``M`` does not divide (the paper assumes they do): the dilation rate 
 still holds tokens at one uniform stride ``d``; padded slots are masked as keys and cropped after
 merging, so they never change a real token's output.
 
-Design choices the paper leaves open (there is no official code; see
-``official_implementations.md``):
+Design choices the paper leaves open (the authors published no code, so minilg's choices are
+the reference ones):
 
 * **No shifted windows.** GG-MSA "does not require two consecutive blocks (e.g. W-MSA and SW-MSA)
   to be always used together, instead, it is a standalone module as the original MSA" (Sec. 3.3):
