@@ -134,10 +134,7 @@ class PatchEmbed(nn.Module):
             raise ValueError(
                 f"expected images of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}"
             )
-        pad_h = padded_size(x.shape[2], self.patch) - x.shape[2]
-        pad_w = padded_size(x.shape[3], self.patch) - x.shape[3]
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = pad_for_conv(x, self.patch, self.patch, 0)
         out: Tensor = self.norm(rearrange(self.proj(x), "b c h w -> b h w c"))
         return out
 
@@ -292,6 +289,13 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> tuple[int, i
     return needed, stride * (needed - 1) + kernel - 2 * padding - size
 
 
+def pad_for_conv(x: Tensor, kernel: int, stride: int, padding: int) -> Tensor:
+    """Zero-pad ``(B, C, H, W)`` bottom/right so a strided conv covers every real token."""
+    extra_h = _conv_out(x.shape[2], kernel, stride, padding)[1]
+    extra_w = _conv_out(x.shape[3], kernel, stride, padding)[1]
+    return F.pad(x, (0, extra_w, 0, extra_h)) if extra_h or extra_w else x
+
+
 class ConvDownsample(nn.Module):
     """``Conv(k, stride s, padding p)`` then a norm, on channels-last maps.
 
@@ -316,11 +320,8 @@ class ConvDownsample(nn.Module):
         return _conv_out(height, k, s, p)[0], _conv_out(width, k, s, p)[0]
 
     def forward(self, x: Tensor) -> Tensor:
-        k, s, p = self.kernel, self.stride, self.padding
-        extra_h, extra_w = _conv_out(x.shape[1], k, s, p)[1], _conv_out(x.shape[2], k, s, p)[1]
-        x = rearrange(x, "b h w c -> b c h w")
-        if extra_h or extra_w:
-            x = F.pad(x, (0, extra_w, 0, extra_h))
+        x = pad_for_conv(rearrange(x, "b h w c -> b c h w"), self.kernel, self.stride,
+                         self.padding)
         out: Tensor = self.norm(rearrange(self.conv(x), "b c h w -> b h w c"))
         return out
 
