@@ -1,14 +1,15 @@
 """Multi-seed comparison behind notebook 07 (run offline: not part of `make run` or CI).
 
 Trains every model in MODELS once per seed with `python -m minilg compare` (the main job's
-defaults, the budget of `make run`; only `--seed` changes), one run at a time on one CPU thread, and
-collects the results in one JSON file (per run: final and best top-1, per-epoch validation curve,
-throughput, minutes). Runs go in priority groups (the GG-vs-window question first), all seeds of
-a group before the next group (the last group one model at a time); finished runs are kept, so
-an interrupted campaign continues where it stopped. Usage (from the repository root):
+defaults, the budget of `make run`; only `--seed` changes, plus the ablation switch of the
+controls), each run on one CPU thread, `--jobs` runs at a time, and collects the results in one
+JSON file (per run: final and best top-1, per-epoch validation curve, throughput, minutes). Runs
+go in priority groups (the eight mechanisms of `make run` first, then the papers' ablations),
+all seeds of a group before the next group; finished runs are kept, so an interrupted campaign
+continues where it stopped. Usage (from the repository root):
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python scripts/multiseed.py \
-        --epochs 5 --seeds 0 1 2 --out data/results/07_multiseed.json
+        --seeds 0 1 2 --jobs 2 --out data/results/07_multiseed.json
 
 Each run's weights stay in runs/multiseed/s{seed}_{model}/ (not committed).
 """
@@ -23,17 +24,34 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 GROUPS = (
-    ("gg_mini", "window_mini"),
-    ("deit_mini", "gg_mini_glance", "swin_mini"),
-    ("local_control", "sra_mini", "gg_mini_glance_window", "gg_mini_gaze"),
+    # the eight mechanisms of `make run`
+    ("deit_mini", "window_mini", "swin_mini", "sra_mini", "gg_mini", "focal_mini",
+     "hat_net_mini", "salg_mini"),
+    # GG Table 4b and a control that cannot relate the two sides
+    ("gg_mini_glance", "gg_mini_gaze", "gg_mini_glance_window", "local_control"),
+    # Focal Fig. 5, HAT-Net Table 5, SALG Table III
+    ("focal_window", "focal_local", "focal_global", "hat_window_stages", "hat_no_depthwise",
+     "salg_base", "salg_local_global", "salg_seg_local"),
 )
 MODELS = tuple(m for group in GROUPS for m in group)
-# A truly local control: window_mini with 1x1 windows never mixes tokens in attention; only the
-# 2x2 patch merging joins neighbours, so the two glyph columns meet only in the mean-pooled head.
-CONTROLS = {"local_control": ("window_mini", {"window": 1})}
+# name -> (registered model, overrides). A truly local control: window_mini with 1x1 windows never
+# mixes tokens in attention; only the 2x2 patch merging joins neighbours, so the two glyph columns
+# meet only in the mean-pooled head.
+CONTROLS: dict[str, tuple[str, dict]] = {
+    "local_control": ("window_mini", {"window": 1}),
+    "focal_window": ("focal_mini", {"interactions": "window"}),
+    "focal_local": ("focal_mini", {"interactions": "local"}),
+    "focal_global": ("focal_mini", {"interactions": "global"}),
+    "hat_window_stages": ("hat_net_mini", {"window_stages": [0, 1, 2]}),
+    "hat_no_depthwise": ("hat_net_mini", {"depthwise": False}),
+    "salg_base": ("salg_mini", {"variant": "base"}),
+    "salg_local_global": ("salg_mini", {"variant": "local_global"}),
+    "salg_seg_local": ("salg_mini", {"variant": "seg_local"}),
+}
 
 
 def run_one(name: str, seed: int, runs: Path, epochs: int) -> dict:
@@ -71,7 +89,8 @@ def summary(runs: list[dict]) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=None, help="default: compare's")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time, one thread each")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--out", default="data/results/07_multiseed.json")
     parser.add_argument("--runs", default="runs/multiseed")
@@ -84,13 +103,14 @@ def main() -> int:
     import minilg
     from minilg.data.synthetic import SYNTHETIC_VERSION
     from minilg.training.compare import COMPARE_DEFAULTS
+    args.epochs = args.epochs or COMPARE_DEFAULTS["epochs"]
 
     data.update({
         "description": "Multi-seed comparison of the *_mini mechanisms on the embedded task "
                        "(notebook 07). Budget: the defaults of `python -m minilg compare` "
-                       "with --epochs as given (5, the default).",
+                       f"with --epochs as given ({COMPARE_DEFAULTS['epochs']}, the default).",
         "command": "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python scripts/multiseed.py "
-                   f"--epochs {args.epochs} --seeds {' '.join(map(str, args.seeds))} "
+                   f"--epochs {args.epochs} --seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs} "
                    f"--models {','.join(models)} --out {args.out}",
         "budget": {**COMPARE_DEFAULTS, "epochs": args.epochs},
         "synthetic_version": SYNTHETIC_VERSION,
@@ -100,18 +120,18 @@ def main() -> int:
     })
     groups = [[m for m in g if m in models] for g in GROUPS]
     groups.append([m for m in models if m not in MODELS])
-    # groups 1 and 2 interleave their models seed by seed; group 3 finishes one model at a time
-    order = [(name, seed) for g in groups[:2] for seed in args.seeds for name in g]
-    order += [(name, seed) for g in groups[2:] for name in g for seed in args.seeds]
-    for name, seed in order:
-        if (name, seed) in done:
-            continue
-        print(f"seed {seed} {name} ...", flush=True)
-        data["runs"].append(run_one(name, seed, runs_dir, args.epochs))
-        data["summary"] = summary(data["runs"])
-        out.write_text(json.dumps(data, indent=1) + "\n")
-        r = data["runs"][-1]
-        print(f"  top-1 {r['top1']:.1f} ({r['minutes']:.1f} min)", flush=True)
+    order = [(name, seed) for g in groups for seed in args.seeds for name in g
+             if (name, seed) not in done]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(run_one, name, seed, runs_dir, args.epochs): (name, seed)
+                   for name, seed in order}
+        for future in as_completed(futures):
+            r = future.result()
+            data["runs"].append(r)
+            data["summary"] = summary(data["runs"])
+            out.write_text(json.dumps(data, indent=1) + "\n")
+            print(f"seed {r['seed']} {r['model']:20} top-1 {r['top1']:5.1f} "
+                  f"({r['minutes']:.1f} min)", flush=True)
     for s in data.get("summary", []):
         print(f"{s['model']:22} n={s['seeds']} mean {s['mean']:5.1f} std {s['std']:4.1f} "
               f"min {s['min']:5.1f} max {s['max']:5.1f}")
