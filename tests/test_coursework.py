@@ -81,6 +81,14 @@ def test_cli_writes_student_versions(tmp_path: Path) -> None:
         cli_coursework([str(tmp_path / "missing.ipynb")])
 
 
+def test_every_numbered_notebook_holds_an_exercise() -> None:
+    assert len(NOTEBOOKS) >= 8, [p.name for p in NOTEBOOKS]
+    assert [p.name for p in NOTEBOOKS if p not in WITH_EXERCISES] == []
+    for path in NOTEBOOKS:
+        cells = nbformat.read(path, as_version=4).cells
+        assert any(is_self_check(c) for c in cells), f"{path.name}: no self-check cell"
+
+
 @pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.name)
 def test_repository_notebook_exercises_round_trip(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
