@@ -1141,6 +1141,8 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
     rows, notes, breakdowns = run_all(cases, args, settings, peak)
     after = matmul_peak(settings.device, args.peak_n, settings.repeats, settings.warmup)
     env["matmul_peak_gflops_before_after"] = [peak, after]
+    if hasattr(os, "getloadavg"):
+        env["loadavg_1_5_15_end"] = [round(v, 2) for v in os.getloadavg()]
     if after > peak:  # the peak is the better of the two: a load spike hit the first one
         peak = env["matmul_peak_gflops"] = after
         for row in rows:

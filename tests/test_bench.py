@@ -286,7 +286,8 @@ def test_cli_breakdown_and_how_the_figures_were_made(
     env = payload["environment"]
     assert env["command"] == "python -m minilg bench " + " ".join(argv)
     assert env["note"] == "idle machine" and env["date"].endswith("Z")
-    assert len(env["loadavg_1_5_15"]) == 3 and env["cpu_model"]
+    assert len(env["loadavg_1_5_15"]) == len(env["loadavg_1_5_15_end"]) == 3
+    assert env["cpu_model"]
     assert env["matmul_peak_gflops"] == max(env["matmul_peak_gflops_before_after"])
     assert all(r["peak_fraction"] == pytest.approx(r["gflops"] / env["matmul_peak_gflops"])
                for r in payload["rows"])
