@@ -55,6 +55,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -1105,7 +1106,7 @@ def environment(settings: Settings, peak: float, args: argparse.Namespace) -> di
     """How the figures were made: the command, the machine, the load, the settings."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
-        "command": " ".join(["python -m minilg bench", *args.argv]),
+        "command": shlex.join(["python", "-m", "minilg", "bench", *args.argv]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "torch": torch.__version__, "python": platform.python_version(),
         "machine": platform.machine(), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),

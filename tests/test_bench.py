@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -284,7 +285,8 @@ def test_cli_breakdown_and_how_the_figures_were_made(
     assert "Where the block's forward spends its time" in capsys.readouterr().out
     payload = json.loads((tmp_path / "bench.json").read_text())
     env = payload["environment"]
-    assert env["command"] == "python -m minilg bench " + " ".join(argv)
+    assert env["command"] == "python -m minilg bench " + shlex.join(argv)
+    assert "--note 'idle machine'" in env["command"]
     assert env["note"] == "idle machine" and env["date"].endswith("Z")
     assert len(env["loadavg_1_5_15"]) == len(env["loadavg_1_5_15_end"]) == 3
     assert env["cpu_model"]
