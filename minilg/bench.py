@@ -8,7 +8,8 @@ What it measures, for each *case* (one mixer of one model's stage) at each map s
   machine slows both alike; CUDA events on a GPU, ``perf_counter`` on the CPU; the spread is the
   interquartile range relative to the median;
 * **achieved GFLOP/s** of the forward (``2 x MACs x batch / time``) against the **matmul peak**
-  measured in the same run (an fp32 square matmul of ``n = 2048``);
+  measured in the same run (an fp32 square matmul of ``n = 2048``, median of ``--repeats``,
+  measured before and after the cases; the better of the two);
 * **peak memory** of the forward and of forward + backward above what was allocated before
   (``torch.profiler`` with ``profile_memory=True`` on the CPU, ``max_memory_allocated`` on CUDA);
 * the **speed-up** of the core over the straightforward version, and the **scaling exponent**
@@ -25,6 +26,17 @@ each family, its canonical model (the first full-size model registered; a family
 models is rebuilt in Swin-T's frame, C = 96, 3 heads, 224 px, when its config allows it), and
 the distinct mixers of each chosen stage (Swin's W-MSA *and* SW-MSA, block 0 and block 1),
 run at every requested map size with that stage's channels.
+
+With ``--breakdown``, each configuration measured also profiles the case's whole **block**
+(norms, mixer, MLP, residual adds; forward without grad, same batch): where its time goes and its
+exact MACs, in the categories of :data:`CATEGORIES` (projections, attention, bias & masks,
+gather/pool, convolution, MLP, norms, residual/other, and the overhead between operators). Scopes
+come from hooks on the block's modules and wrappers around ``attend`` and the attention kernels
+(:func:`tracking`); time from ``torch.profiler`` operator events (:func:`attribute`), MACs from
+``FlopCounterMode`` (:func:`macs_breakdown`), whose categories sum to the block's closed form.
+
+The JSON records how the figures were made: the command line, date, torch version, CPU model,
+threads, load average and a free ``--note`` (e.g. what else ran on the machine).
 
 Configurations whose straightforward forward would hold score tensors (``B x groups x heads x
 Tq x Tk`` elements, measured on the meta device, so free) larger than ``--memory-limit`` are
@@ -43,6 +55,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -53,7 +66,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
+from torch.utils.flop_counter import FlopCounterMode
 
 import minilg.models  # noqa: F401  (registers every family)
 from minilg import registry
@@ -92,6 +107,7 @@ class Case:
     mixer_name: str
     dim: int
     mixer: TokenMixer = field(repr=False, compare=False)
+    block_module: nn.Module | None = field(default=None, repr=False, compare=False)
 
 
 def mixer_label(mixer: nn.Module) -> str:
@@ -174,7 +190,7 @@ def discover_cases(
                 if keys is not None and not {label.lower(), type(mixer).__name__.lower()} & keys:
                     continue
                 cases.append(Case(f"{name} s{stage}.b{index} {label}", family, name, stage,
-                                  index, label, mixer.dim, mixer))
+                                  index, label, mixer.dim, mixer, block))
     return cases
 
 
@@ -577,6 +593,234 @@ def memory_target(blocks: Sequence[dict[str, Any]]) -> Target:
 
 
 # --------------------------------------------------------------------------------------------
+# Where a block spends its time and its MACs (--breakdown)
+# --------------------------------------------------------------------------------------------
+
+#: The categories of the breakdown, in plotting order. ``overhead`` is time only: the block's
+#: wall time less the time of its operators (Python, dispatch, the hooks that mark the scopes).
+CATEGORIES = ("projections", "attention", "bias & masks", "gather/pool", "convolution", "MLP",
+              "norms", "residual/other", "overhead")
+_PREFIX = "minilg::"
+_GATHER_OPS = {"aten::cat", "aten::index", "aten::index_select", "aten::gather", "aten::expand"}
+
+
+def module_labels(block: nn.Module) -> dict[nn.Module, str]:
+    """The scope label of every module of a transformer block.
+
+    Norms (LayerNorm, GroupNorm) anywhere are ``norms``; the rest of ``mlp`` is ``MLP``; a
+    Linear directly under the mixer (``qkv``, ``q``, ``kv``, ``proj``) is ``projections``; a
+    convolution in the mixer (GG's Gaze, PVT's reduction) ``convolution``; a position or region
+    bias ``bias & masks``; any other mixer part (Focal's pooling) ``gather/pool``. The mixer
+    itself is ``mixer`` and the block ``block``: the operators they run themselves are the
+    mixer's gather/pool/partition/assignment work and the block's residual adds.
+    """
+    labels: dict[nn.Module, str] = {block: "block"}
+    for name, module in block.named_modules():
+        if module is block:
+            continue
+        if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            labels[module] = "norms"
+        elif name == "mlp" or name.startswith("mlp."):
+            labels[module] = "MLP"
+        elif name == "mixer":
+            labels[module] = "mixer"
+        elif name.startswith("mixer."):
+            if isinstance(module, nn.Linear) and name.count(".") == 1:
+                labels[module] = "projections"
+            elif isinstance(module, (nn.Conv1d, nn.Conv2d)):
+                labels[module] = "convolution"
+            elif "Bias" in type(module).__name__:
+                labels[module] = "bias & masks"
+            else:
+                labels[module] = "gather/pool"
+        else:
+            labels[module] = "residual/other"
+    return labels
+
+
+def category(label: str | None, op: str = "") -> str:
+    """The breakdown category of operator ``op`` run directly inside scope ``label``.
+
+    ``attend`` (the glue around the attention kernel) builds the bias-and-mask tensor and
+    concatenates key sources: concatenation and indexing are ``gather/pool``, the rest
+    ``bias & masks``. The attention kernel itself (SDPA, or scores, softmax and ``@ v``) is
+    ``attention``.
+    """
+    if label == "attend":
+        return "gather/pool" if op in _GATHER_OPS else "bias & masks"
+    return {None: "residual/other", "block": "residual/other", "mixer": "gather/pool",
+            "kernel": "attention"}.get(label, label or "residual/other")
+
+
+class ScopeTracker:
+    """A stack of scope labels, pushed and popped by module hooks and function wrappers.
+
+    With ``annotate`` every scope is a ``torch.profiler`` range named ``minilg::<label>``; with a
+    ``counter`` (a running ``FlopCounterMode``) the FLOPs counted since the last push or pop go
+    to the category of the scope that was innermost, so the MACs of every category are exact.
+    """
+
+    def __init__(self, annotate: bool = False, counter: FlopCounterMode | None = None) -> None:
+        self.annotate, self.counter = annotate, counter
+        self.stack: list[tuple[str, Any]] = []
+        self.flops = dict.fromkeys(CATEGORIES, 0)
+        self._last = 0
+
+    def _flush(self) -> None:
+        if self.counter is not None:
+            now = int(self.counter.get_total_flops())
+            self.flops[category(self.stack[-1][0] if self.stack else None)] += now - self._last
+            self._last = now
+
+    def push(self, label: str) -> None:
+        self._flush()
+        scope = torch.profiler.record_function(_PREFIX + label) if self.annotate else None
+        if scope is not None:
+            scope.__enter__()  # type: ignore[no-untyped-call]
+        self.stack.append((label, scope))
+
+    def pop(self) -> None:
+        self._flush()
+        _, scope = self.stack.pop()
+        if scope is not None:
+            scope.__exit__(None, None, None)
+
+
+def _scoped(fn: Callable[..., Any], label: str, tracker: ScopeTracker) -> Callable[..., Any]:
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        tracker.push(label)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            tracker.pop()
+
+    return wrapped
+
+
+@contextlib.contextmanager
+def tracking(block: nn.Module, tracker: ScopeTracker) -> Iterator[ScopeTracker]:
+    """Mark the scopes of ``block`` while the block runs: hooks on its modules, and wrappers
+    around :func:`minilg.attention.core.attend` (label ``attend``) and the attention kernels
+    (``fused_attention``, ``explicit_attention``: label ``kernel``) wherever they are bound."""
+    from minilg.attention import core
+
+    handles = []
+    for module, label in module_labels(block).items():
+        handles.append(module.register_forward_pre_hook(
+            lambda _m, _a, label=label: tracker.push(label)))
+        handles.append(module.register_forward_hook(lambda _m, _a, _o: tracker.pop()))
+    patched: list[tuple[Any, str, Any]] = []
+    for name, label in (("attend", "attend"), ("fused_attention", "kernel"),
+                        ("explicit_attention", "kernel")):
+        original: Callable[..., Any] = getattr(core, name)
+        for module_name, namespace in list(sys.modules.items()):
+            if module_name.startswith("minilg") and getattr(namespace, name, None) is original:
+                patched.append((namespace, name, original))
+                setattr(namespace, name, _scoped(original, label, tracker))
+    try:
+        yield tracker
+    finally:
+        for namespace, name, original in patched:
+            setattr(namespace, name, original)
+        for handle in handles:
+            handle.remove()
+
+
+def macs_breakdown(block: nn.Module, size: int, dim: int) -> dict[str, int]:
+    """Exact MACs of one image through ``block`` on a ``size x size`` map, per category.
+
+    Counted by ``FlopCounterMode`` under the math SDPA backend, as
+    :func:`minilg.complexity.count_macs`; the categories sum to the block's whole count.
+    """
+    param = next(block.parameters())
+    x = torch.randn(1, size, size, dim, device=param.device, dtype=param.dtype)
+    with (torch.no_grad(), sdpa_kernel(SDPBackend.MATH),
+          FlopCounterMode(display=False) as counter):
+        tracker = ScopeTracker(counter=counter)
+        with tracking(block, tracker):
+            block(x)
+        tracker._flush()
+    odd = [c for c, f in tracker.flops.items() if f % 2]
+    if odd:
+        raise RuntimeError(f"odd FLOP counts in {odd}: not multiply-accumulates")
+    return {c: f // 2 for c, f in tracker.flops.items()}
+
+
+def attribute(
+    events: Sequence[Any], device: torch.device, wall_us: float | None = None
+) -> dict[str, float]:
+    """Microseconds per category from one profiled block call (``prof.events()``).
+
+    Every operator called directly inside a ``minilg::`` scope (not from another operator) is
+    counted once, with everything it calls, in the category of its innermost scope; ``overhead``
+    is the outermost scope's duration (or ``wall_us``) less all of them. On a GPU operators count
+    their device time and ``wall_us`` is the call's CUDA-event time, so overhead is idle device.
+    """
+    totals = dict.fromkeys(CATEGORIES, 0.0)
+    wall = 0.0
+    for event in events:
+        name, parent = str(event.name), event.cpu_parent
+        if name == _PREFIX + "block" and (parent is None or not parent.name.startswith(_PREFIX)):
+            wall += float(event.cpu_time_total if device.type != "cuda"
+                          else event.device_time_total)
+        if name.startswith(_PREFIX) or parent is None or not parent.name.startswith(_PREFIX):
+            continue
+        spent = event.cpu_time_total if device.type != "cuda" else event.device_time_total
+        totals[category(parent.name[len(_PREFIX):], name)] += float(spent)
+    totals["overhead"] = (wall if wall_us is None else wall_us) - sum(totals.values())
+    return totals
+
+
+def time_breakdown(
+    block: nn.Module, x: Tensor, settings: Settings
+) -> tuple[dict[str, float], float, float]:
+    """Forward without grad of ``block`` on ``x``: milliseconds per category of the profiled
+    call whose total is the median of ``settings.repeats`` (each its own profiler session), so
+    the categories sum to that total; the total; and the median time of the same call without
+    the profiler (interleaved with the profiled ones)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = settings.device
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
+                                           else [])
+    with torch.no_grad():
+        for _ in range(settings.warmup):
+            block(x)
+        runs: list[dict[str, float]] = []
+        plain: list[float] = []
+        for _ in range(settings.repeats):
+            plain.append(elapsed(lambda: block(x), device) * 1e3)
+            with (_quiet_stderr(), profile(activities=activities) as prof,
+                  tracking(block, ScopeTracker(annotate=True))):
+                wall = elapsed(lambda: block(x), device)
+            runs.append(attribute(prof.events(), device, wall * 1e6 if device.type == "cuda"
+                                  else None))
+    median_run = sorted(runs, key=lambda r: sum(r.values()))[(len(runs) - 1) // 2]
+    ms = {c: median_run[c] / 1e3 for c in CATEGORIES}
+    return ms, sum(ms.values()), statistics.median(plain)
+
+
+def breakdown(case: Case, size: int, settings: Settings) -> dict[str, Any]:
+    """One record of ``--breakdown``: the block of ``case`` at ``size``, time and exact MACs per
+    category; ``macs_total`` is the block's closed form, which the categories sum to."""
+    block = case.block_module
+    if block is None:
+        raise BenchError(f"{case.name}: no block to break down")
+    macs = macs_breakdown(block, size, case.dim)
+    closed = int(block.macs(size, size))  # type: ignore[operator]
+    if sum(macs.values()) != closed:
+        raise RuntimeError(f"{case.name} @ {size}: the categories' MACs sum to "
+                           f"{sum(macs.values()):,}, the block's closed form is {closed:,}")
+    torch.manual_seed(0)
+    x = torch.randn(settings.batch, size, size, case.dim, device=settings.device)
+    ms, total, plain = time_breakdown(block, x.to(settings.dtype), settings)
+    return {"case": case.name, "family": case.family, "mixer": case.mixer_name,
+            "dim": case.dim, "size": size, "tokens": size * size, "batch": settings.batch,
+            "macs_total": closed, "macs": macs, "ms": ms, "profiled_ms": total,
+            "unprofiled_ms": plain}
+
+
+# --------------------------------------------------------------------------------------------
 # Output: table, CSV, JSON, plot
 # --------------------------------------------------------------------------------------------
 
@@ -626,6 +870,33 @@ def scaling_table(exponents: Sequence[dict[str, Any]]) -> str:
         maps = f"{e['from']}->{e['to']}"
         lines.append(f"{e['case']:<30}{e['path']:<17}{maps:>11}{e['macs']:>7.2f}"
                      f"{e['fwd']:>7.2f}{e['fwdbwd']:>7.2f}")
+    return "\n".join(lines)
+
+
+def breakdown_records(breakdowns: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat record per (case, map, category): ms, share of the time, MACs, share of MACs."""
+    records = []
+    for b in breakdowns:
+        total_ms, total_macs = sum(b["ms"].values()), b["macs_total"]
+        for c in CATEGORIES:
+            records.append({"case": b["case"], "size": b["size"], "batch": b["batch"],
+                            "category": c, "ms": b["ms"][c], "time_share": b["ms"][c] / total_ms,
+                            "macs": b["macs"].get(c, 0),
+                            "macs_share": b["macs"].get(c, 0) / total_macs})
+    return records
+
+
+def breakdown_table(breakdowns: Sequence[dict[str, Any]]) -> str:
+    """One line per (case, map): ms per category, then the MACs' shares in percent."""
+    short = ["proj", "attn", "bias", "gather", "conv", "MLP", "norms", "resid", "ovhd"]
+    head = f"{'case':<30}{'map':>5}" + "".join(f"{s:>8}" for s in short) + f"{'total':>8}"
+    lines = [head, "-" * len(head)]
+    for b in breakdowns:
+        ms = "".join(f"{b['ms'][c]:>8.2f}" for c in CATEGORIES)
+        lines.append(f"{b['case']:<30}{b['size']:>5}{ms}{sum(b['ms'].values()):>8.2f}")
+        share = "".join(f"{100 * b['macs'].get(c, 0) / b['macs_total']:>7.0f}%"
+                        for c in CATEGORIES[:-1])
+        lines.append(f"{'  MACs':<35}{share}")
     return "\n".join(lines)
 
 
@@ -703,6 +974,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also measure the stage-1 SW block's forward memory at --block-batch")
     add("--block-batch", type=int, default=128)
     add("--peak-n", type=int, default=2048, help="side of the fp32 matmul peak (default 2048)")
+    add("--breakdown", action="store_true",
+        help="also profile each configuration's whole block (forward, no grad): time and exact "
+        "MACs per category (projections, attention, bias & masks, gather/pool, convolution, "
+        "MLP, norms, residual/other, overhead)")
+    add("--note", default="", help="a free-text note stored with the results (e.g. the load)")
     add("--out", type=Path, default=Path("runs/bench"))
     return parser
 
@@ -710,6 +986,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Settings]:
     """Options and the run's settings; a :class:`BenchError` names a bad option."""
     args = build_parser().parse_args(list(argv))
+    args.argv = list(argv)
     positive = {"--batch": [args.batch], "--sizes": args.sizes, "--threads": [args.threads],
                 "--repeats": [args.repeats], "--stages": args.stages,
                 "--block-batch": [args.block_batch], "--peak-n": [args.peak_n]}
@@ -741,12 +1018,14 @@ def progress_enabled() -> bool:
 
 def run_all(
     cases: Sequence[Case], args: argparse.Namespace, settings: Settings, peak: float
-) -> tuple[list[Row], list[str]]:
-    """Measure every (case, size) within the memory limit; notes for the ones skipped."""
+) -> tuple[list[Row], list[str], list[dict[str, Any]]]:
+    """Measure every (case, size) within the memory limit; notes for the ones skipped; with
+    ``--breakdown`` the block's breakdown of every configuration measured."""
     from tqdm.auto import tqdm
 
     rows: list[Row] = []
     notes: list[str] = []
+    breakdowns: list[dict[str, Any]] = []
     configs = [(case, size) for case in cases for size in args.sizes]
     bar = tqdm(configs, desc="bench", unit="cfg", disable=not progress_enabled(), leave=False)
     for case, size in bar:
@@ -763,11 +1042,13 @@ def run_all(
             continue
         try:
             rows.extend(measure(case, size, settings, peak))
+            if args.breakdown:
+                breakdowns.append(breakdown(case, size, settings))
         except (ValueError, torch.OutOfMemoryError) as e:
             notes.append(f"{case.name} @ {size}: skipped, {type(e).__name__}: {e}")
             if settings.device.type == "cuda":
                 torch.cuda.empty_cache()
-    return rows, notes
+    return rows, notes, breakdowns
 
 
 def report(
@@ -802,15 +1083,35 @@ def write_outputs(out: Path, payload: dict[str, Any], rows: Sequence[Row]) -> li
     (out / "bench.json").write_text(json.dumps({**payload, "rows": records}, indent=1) + "\n")
     (out / "bench.md").write_text(results_markdown(rows, payload["scaling"]) + "\n")
     written = [out / "bench.csv", out / "scaling.csv", out / "bench.json", out / "bench.md"]
+    if payload["breakdown"]:
+        write_csv(out / "breakdown.csv", breakdown_records(payload["breakdown"]))
+        written.append(out / "breakdown.csv")
     if rows and plot(rows, out / "bench.png"):
         written.append(out / "bench.png")
     return written
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def environment(settings: Settings, peak: float, args: argparse.Namespace) -> dict[str, Any]:
+    """How the figures were made: the command, the machine, the load, the settings."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
+        "command": shlex.join(["python", "-m", "minilg", "bench", *args.argv]),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "torch": torch.__version__, "python": platform.python_version(),
-        "machine": platform.machine(), "cpu_count": os.cpu_count(),
+        "machine": platform.machine(), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+        "loadavg_1_5_15": None if load is None else [round(v, 2) for v in load],
+        "note": args.note,
         "device": str(settings.device), "dtype": args.dtype, "batch": settings.batch,
         "threads": settings.threads, "repeats": settings.repeats, "warmup": settings.warmup,
         "sizes": args.sizes, "memory_limit_gib": args.memory_limit,
@@ -827,7 +1128,7 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
         raise BenchError(f"no mixer matches --families {args.families} --mixers {args.mixers} "
                          f"--stages {args.stages}")
     for case in cases:
-        case.mixer.to(device=settings.device, dtype=settings.dtype)
+        (case.block_module or case.mixer).to(device=settings.device, dtype=settings.dtype)
     peak = matmul_peak(settings.device, args.peak_n, settings.repeats, settings.warmup)
     env = environment(settings, peak, args)
     print(f"minilg bench: torch {env['torch']}, {settings.device} {env['gpu'] or ''}"
@@ -838,13 +1139,26 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
           "diff = max|core - ref| / max(1, max|ref|)\n")
     if any(case.model.endswith("*") for case in cases):
         print("* a family with only mini models, rebuilt in Swin-T's frame (C 96, 3 heads)\n")
-    rows, notes = run_all(cases, args, settings, peak)
+    rows, notes, breakdowns = run_all(cases, args, settings, peak)
+    after = matmul_peak(settings.device, args.peak_n, settings.repeats, settings.warmup)
+    env["matmul_peak_gflops_before_after"] = [peak, after]
+    if hasattr(os, "getloadavg"):
+        env["loadavg_1_5_15_end"] = [round(v, 2) for v in os.getloadavg()]
+    if after > peak:  # the peak is the better of the two: a load spike hit the first one
+        peak = env["matmul_peak_gflops"] = after
+        for row in rows:
+            row.peak_fraction = row.gflops / peak
+        print(f"matmul peak measured again after the cases: {peak:.1f} GFLOP/s (used for %peak)")
     blocks = block_memory(settings, args.block_batch) if args.block_memory else []
     exponents = scaling(rows)
     targets = [*speedup_targets(rows, settings), exponent_target(rows), memory_target(blocks)]
     report(rows, notes, blocks, targets, exponents)
+    if breakdowns:
+        print("\nWhere the block's forward spends its time (ms; MACs %), --breakdown:")
+        print(breakdown_table(breakdowns))
     payload = {"environment": env, "scaling": exponents, "block_memory": blocks,
-               "targets": [asdict(t) for t in targets], "notes": list(notes)}
+               "targets": [asdict(t) for t in targets], "notes": list(notes),
+               "breakdown": breakdowns}
     written = write_outputs(args.out, payload, rows)
     print(f"\nwrote {', '.join(str(p) for p in written)}")
     return 0
@@ -869,4 +1183,6 @@ def cli_bench(argv: list[str]) -> int:
         torch.set_num_threads(threads)
 
 
-__all__ = ["Case", "Row", "Target", "cli_bench", "discover_cases", "measure", "score_bytes"]
+__all__ = ["CATEGORIES", "Case", "Row", "ScopeTracker", "Target", "attribute", "breakdown",
+           "category", "cli_bench", "discover_cases", "macs_breakdown", "measure",
+           "module_labels", "score_bytes", "time_breakdown", "tracking"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,109 @@ def test_cuda_without_cuda_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
 def test_window_attention_is_the_w_msa_label() -> None:
     assert bench.mixer_label(WindowAttention(8, 2, 4)) == "W-MSA"
     assert bench.mixer_label(WindowAttention(8, 2, 4, shift=2)) == "SW-MSA"
+
+
+# --------------------------------------------------------------------------------------------
+# --breakdown: where a block spends its time and its MACs
+# --------------------------------------------------------------------------------------------
+
+
+def test_macs_breakdown_is_exact_for_every_case() -> None:
+    """The categories' MACs sum to the block's closed form, on a map no window divides."""
+    for case in bench.discover_cases():
+        block = case.block_module
+        assert block is not None, case.name
+        macs = bench.macs_breakdown(block, 9, case.dim)
+        assert list(macs) == list(bench.CATEGORIES)
+        assert sum(macs.values()) == block.macs(9, 9), case.name  # type: ignore[operator]
+        assert macs["MLP"] == block.mlp.macs(9, 9), case.name  # type: ignore[operator]
+        assert macs["projections"] > 0 and macs["attention"] > 0, case.name
+        assert macs["norms"] == macs["residual/other"] == macs["overhead"] == 0, case.name
+
+
+def test_macs_breakdown_of_window_attention_by_hand(swin_cases: list[bench.Case]) -> None:
+    n, c, m = 14 * 14, 96, 7
+    macs = bench.macs_breakdown(swin_cases[1].block_module, 14, c)  # type: ignore[arg-type]
+    assert macs["projections"] == 4 * n * c * c  # qkv (3 N C^2) and proj (N C^2)
+    assert macs["attention"] == 2 * m * m * n * c  # Q K^T and A V in every window (Swin Eq. 2)
+    assert macs["MLP"] == 8 * n * c * c and macs["gather/pool"] == macs["convolution"] == 0
+
+
+def test_module_labels_and_categories() -> None:
+    case = next(c for c in bench.discover_cases(["gg"]))
+    labels = {name: bench.module_labels(case.block_module)[module]  # type: ignore[arg-type]
+              for name, module in case.block_module.named_modules()}  # type: ignore[union-attr]
+    assert labels[""] == "block" and labels["mixer"] == "mixer"
+    assert labels["norm1"] == labels["norm2"] == "norms"
+    assert labels["mlp"] == labels["mlp.fc1"] == "MLP"
+    assert labels["mixer.qkv"] == labels["mixer.proj"] == "projections"
+    assert labels["mixer.gaze_conv"] == "convolution"
+    assert labels["mixer.position_bias"] == "bias & masks"
+    assert bench.category("attend", "aten::cat") == "gather/pool"
+    assert bench.category("attend", "aten::masked_fill") == "bias & masks"
+    assert bench.category("kernel", "aten::scaled_dot_product_attention") == "attention"
+    assert bench.category("mixer", "aten::index") == "gather/pool"
+    assert bench.category("block", "aten::add") == bench.category(None) == "residual/other"
+
+
+def test_time_breakdown_covers_all_time_and_leaves_nothing_behind(
+    swin_cases: list[bench.Case],
+) -> None:
+    """Every operator of the block is counted once, the categories sum to the block's wall time,
+    and the hooks and wrappers are gone afterwards."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from minilg.attention import core
+
+    block = swin_cases[1].block_module
+    assert block is not None
+    attend, kernel = core.attend, core.fused_attention
+    x = torch.randn(2, 14, 14, 96)
+    with (torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof,
+          bench.tracking(block, bench.ScopeTracker(annotate=True))):
+        block(x)
+    events = prof.events()
+    us = bench.attribute(events, torch.device("cpu"))
+    root = next(e for e in events if e.name == "minilg::block")
+    assert sum(us.values()) == pytest.approx(root.cpu_time_total)
+    assert all(v >= 0 for v in us.values())
+    assert min(us["projections"], us["attention"], us["bias & masks"], us["MLP"],
+               us["norms"]) > 0
+    inside = [e for e in events if not e.name.startswith("minilg::") and e.cpu_parent is not None
+              and e.cpu_parent.name.startswith("minilg::")]
+    assert sum(e.cpu_time_total for e in inside) == pytest.approx(
+        root.cpu_time_total - us["overhead"])
+    assert core.attend is attend and core.fused_attention is kernel
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in block.modules())
+
+
+def test_cli_breakdown_and_how_the_figures_were_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--families", "swin", "--mixers", "W-MSA", "--sizes", "8", "14", *TINY,
+            "--breakdown", "--note", "idle machine", "--out", str(tmp_path)]
+    assert bench.cli_bench(argv) == 0
+    assert "Where the block's forward spends its time" in capsys.readouterr().out
+    payload = json.loads((tmp_path / "bench.json").read_text())
+    env = payload["environment"]
+    assert env["command"] == "python -m minilg bench " + shlex.join(argv)
+    assert "--note 'idle machine'" in env["command"]
+    assert env["note"] == "idle machine" and env["date"].endswith("Z")
+    assert len(env["loadavg_1_5_15"]) == len(env["loadavg_1_5_15_end"]) == 3
+    assert env["cpu_model"]
+    assert env["matmul_peak_gflops"] == max(env["matmul_peak_gflops_before_after"])
+    assert all(r["peak_fraction"] == pytest.approx(r["gflops"] / env["matmul_peak_gflops"])
+               for r in payload["rows"])
+    records = payload["breakdown"]
+    assert [(r["case"], r["size"]) for r in records] == [("swin_tiny s1.b0 W-MSA", 8),
+                                                         ("swin_tiny s1.b0 W-MSA", 14)]
+    for record in records:
+        # projections and MLP on the real tokens, attention on the map padded to 14 x 14
+        assert sum(record["macs"].values()) == record["macs_total"] == (
+            record["size"] ** 2 * 12 * 96 * 96 + 2 * 49 * 14 * 14 * 96)
+        assert sum(record["ms"].values()) == pytest.approx(record["profiled_ms"])
+        assert record["unprofiled_ms"] > 0
+    with (tmp_path / "breakdown.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * len(bench.CATEGORIES)
+    assert sum(float(r["time_share"]) for r in rows[: len(bench.CATEGORIES)]) == pytest.approx(1)
