@@ -322,18 +322,6 @@ def test_fig_4_regions_reach_the_whole_map() -> None:
     assert middle[0][:, 0].min() == 6 and middle[1][:, 0].min() == 4
 
 
-@pytest.mark.parametrize("follow", ["paper", "official"])
-def test_reference_math_gives_the_same_result(follow: str) -> None:
-    from minilg.attention import reference_math
-
-    mixer = FocalAttention(16, 2, 7, FOCAL_T, follow=follow, shift=3)  # type: ignore[arg-type]
-    x = torch.randn(2, 17, 20, 16)
-    fast = mixer(x)
-    with reference_math():
-        slow = mixer(x)
-    torch.testing.assert_close(fast, slow)
-
-
 def test_layer_scale_converts() -> None:
     state, config, _ = fixture()
     gammas = {}

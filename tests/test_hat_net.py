@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 import minilg
-from minilg.attention.base import reference_math
 from minilg.attention.hierarchical import HierarchicalAttention, h_mhsa_macs
 from minilg.complexity import count_macs
 from minilg.convert import ConversionError, convert_official
@@ -182,14 +181,6 @@ def test_closed_form_relates_to_eq_15() -> None:
     c, g1, g2, n = 48, 8, 8, 56 * 56
     eq15 = h * w * c * (4 * c + 2 * g1**2) + 2 * (h * w // g2**2) * c * (c + h * w)
     assert h_mhsa_macs(h, w, c, g1, g2) == eq15 + n * c * c  # plus the query projection W_2^q
-
-
-def test_reference_math_gives_the_same_output() -> None:
-    m = HierarchicalAttention(8, 2, 4, 3).double()
-    x = torch.randn(2, 9, 11, 8, dtype=torch.float64)
-    with reference_math():
-        expected = m(x)
-    torch.testing.assert_close(m(x), expected)
 
 
 def test_invalid_sizes_and_modes_raise_naming_the_argument() -> None:

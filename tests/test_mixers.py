@@ -9,7 +9,11 @@ import torch
 from torch import Tensor
 
 from minilg.attention import FullAttention, SpatialReductionAttention, WindowAttention
-from minilg.attention.base import TokenMixer
+from minilg.attention.base import TokenMixer, reference_math
+from minilg.attention.focal import FocalAttention
+from minilg.attention.glance_gaze import GlanceGazeAttention
+from minilg.attention.hierarchical import HierarchicalAttention
+from minilg.attention.semantic_regions import SemanticRegionAttention
 from minilg.complexity import count_macs, msa_macs, sra_macs, window_msa_macs
 
 SIZES = [(14, 14), (57, 61), (7, 7), (5, 9), (1, 1), (3, 20)]
@@ -204,3 +208,28 @@ def test_sra_keeps_border_tokens_that_pvt_floor_division_would_drop() -> None:
     x = torch.randn(1, 9, 9, 8)
     with torch.no_grad():
         assert changed_outputs(mixer, x, (8, 8)) == {(i, j) for i in range(9) for j in range(9)}
+
+
+# Every mechanism on a map its window / partition / grid does not divide (padding on the path).
+REFERENCE_CASES = {
+    "MSA": lambda: FullAttention(16, 2),
+    "W-MSA": lambda: WindowAttention(16, 2, 4),
+    "SW-MSA": lambda: WindowAttention(16, 2, 4, shift=2),
+    "SRA": lambda: SpatialReductionAttention(16, 2, reduction=2),
+    "GG-MSA": lambda: GlanceGazeAttention(16, 2, 3),
+    "Focal paper": lambda: FocalAttention(16, 2, 7, ((1, 13), (7, 7)), follow="paper", shift=3),
+    "Focal official": lambda: FocalAttention(16, 2, 7, ((1, 13), (7, 7)), follow="official",
+                                             shift=3),
+    "H-MHSA": lambda: HierarchicalAttention(16, 2, 4, 3),
+    "SALG": lambda: SemanticRegionAttention(16, 2, window=3, margin=1),
+}
+
+
+@pytest.mark.parametrize("name", list(REFERENCE_CASES))
+def test_reference_math_gives_the_same_result(name: str) -> None:
+    mixer = REFERENCE_CASES[name]().double()
+    x = torch.randn(2, 17, 20, 16, dtype=torch.float64)
+    fast = mixer(x)
+    with reference_math():
+        slow = mixer(x)
+    torch.testing.assert_close(fast, slow)
