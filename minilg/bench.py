@@ -74,6 +74,7 @@ import minilg.models  # noqa: F401  (registers every family)
 from minilg import registry
 from minilg.attention.base import TokenMixer, reference_math
 from minilg.attention.window import WindowAttention
+from minilg.io import progress_enabled
 
 PATHS = ("core", "straightforward")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -1007,13 +1008,6 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Settings]:
     settings = Settings(device, DTYPES[args.dtype], args.batch, args.repeats, args.warmup,
                         args.threads)
     return args, settings
-
-
-def progress_enabled() -> bool:
-    """A progress bar only on an interactive stderr, never with ``MINILG_QUIET`` or ``CI``."""
-    if any(os.environ.get(v, "") not in ("", "0", "false") for v in ("MINILG_QUIET", "CI")):
-        return False
-    return sys.stderr.isatty()
 
 
 def run_all(

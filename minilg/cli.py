@@ -7,7 +7,7 @@ How to add a verb (e.g. ``bench``):
 2. add ``"bench": (cmd_bench, "one-line help")`` to :data:`VERBS`.
 
 Errors are handled once, in :func:`run_verb`: raise ``ValueError``, ``FileNotFoundError``,
-:class:`~minilg.data.DatasetUnavailableError` or a :class:`~minilg.training.errors.MinilgError`
+:class:`~minilg.data.DatasetUnavailableError` or a :class:`~minilg.errors.MinilgError`
 whose message names the argument and what to do, and the user sees it as one ``error: ...`` line
 on stderr with exit code 2 (a MinilgError may carry another code: 3 = training diverged). Bad
 usage (unknown flags, unparsable values) goes the same way. Anything else is a bug and keeps its
@@ -30,9 +30,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from minilg.data.core import DatasetUnavailableError
+from minilg.errors import CheckpointError, ConfigError, DatasetUnavailableError, MinilgError
 from minilg.training.config import TrainConfig
-from minilg.training.errors import CheckpointError, ConfigError, MinilgError
 
 __all__ = ["VERBS", "UsageError", "cmd_bench", "cmd_compare", "cmd_convert", "cmd_coursework",
            "cmd_eval", "cmd_info", "cmd_list", "cmd_train", "main", "run_verb"]

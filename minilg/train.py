@@ -28,7 +28,7 @@ How the loop works (everything below is in :func:`train`):
 * **Mixed precision** -- on CUDA, ``amp="auto"`` uses bf16 where supported, else fp16 with a
   gradient scaler. ``compile=True`` wraps the model in :func:`torch.compile`.
 * **Divergence** -- a NaN or infinite loss stops the run with
-  :class:`~minilg.training.errors.TrainingDivergedError`; the last good checkpoint stays current.
+  :class:`~minilg.errors.TrainingDivergedError`; the last good checkpoint stays current.
 * **Checkpoints** -- after every epoch, weights, training state and a manifest with checksums are
   written as one atomic unit (:mod:`minilg.training.checkpoint`). The state includes every RNG, so
   resuming a stopped run ends with bit-identical weights on CPU.
@@ -65,18 +65,19 @@ from tqdm.auto import tqdm
 import minilg
 from minilg.data import load_subset
 from minilg.data.augment import BatchAugment
-from minilg.data.core import DataError
-from minilg.training import checkpoint as ckpt
-from minilg.training import distributed as ddp
-from minilg.training.config import TrainConfig, check_device, check_model, resolve_crop_scale
-from minilg.training.errors import (
+from minilg.errors import (
     CheckpointError,
     ConfigError,
+    DataError,
     MinilgError,
     NothingToResumeError,
     RunExistsError,
     TrainingDivergedError,
 )
+from minilg.io import progress_enabled, write_json
+from minilg.training import checkpoint as ckpt
+from minilg.training import distributed as ddp
+from minilg.training.config import TrainConfig, check_device, check_model, resolve_crop_scale
 from minilg.training.metrics import plot_curves, write_metrics
 from minilg.training.optim import amp_dtype, autocast, build_optimizer, lr_at, param_groups
 from minilg.training.rundir import check_writable_folder, run_lock
@@ -257,7 +258,7 @@ def _train(
         assert out_dir is not None
         _restore(run, out_dir, device, info)
     elif out_dir is not None and info.is_main:
-        ckpt.write_json(out_dir / ckpt.CONFIG_FILE, cfg.to_dict())
+        write_json(out_dir / ckpt.CONFIG_FILE, cfg.to_dict())
     run_info = _run_info(cfg, run, len(train_set.labels), len(val_set.labels), device, info)
     _announce(cfg, run, run_info, resuming, out_dir, info)
     net = _wrap(run.model, cfg, device, info)
@@ -580,8 +581,7 @@ def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device, info: ddp.Di
 
 
 def _show_progress(info: ddp.DistInfo) -> bool:
-    quiet = os.environ.get("MINILG_QUIET", "") not in ("", "0") or bool(os.environ.get("CI"))
-    return info.is_main and not quiet and sys.stderr.isatty()
+    return info.is_main and progress_enabled()
 
 
 def _set_threads(cfg: TrainConfig, info: ddp.DistInfo, device: torch.device) -> None:

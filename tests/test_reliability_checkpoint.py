@@ -26,8 +26,8 @@ from torch import nn
 
 import minilg.training.checkpoint as ckpt
 from minilg.cli import main
+from minilg.errors import CheckpointError
 from minilg.train import TrainConfig, load_model, train
-from minilg.training.errors import CheckpointError
 
 
 class Kill(BaseException):

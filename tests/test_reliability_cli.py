@@ -16,8 +16,8 @@ import torch
 
 import minilg.train
 from minilg.cli import main
+from minilg.errors import ConfigError
 from minilg.training.config import TrainConfig
-from minilg.training.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

@@ -17,8 +17,9 @@ from PIL import Image
 from minilg.cli import main
 from minilg.data import load_subset
 from minilg.data import prepare as prepare_mod
-from minilg.data.core import CacheWarning, DataError
+from minilg.data.core import CacheWarning
 from minilg.data.prepare import EmptyClassWarning, decode_resize_crop
+from minilg.errors import DataError
 
 COLOURS = {"a": (250, 10, 10), "b": (10, 250, 10), "c": (10, 10, 250), "d": (250, 250, 10)}
 

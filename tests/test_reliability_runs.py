@@ -18,16 +18,16 @@ from PIL import Image
 import minilg
 import minilg.train
 from minilg.cli import main
-from minilg.train import TrainConfig, load_model, train
-from minilg.training import checkpoint as ckpt
-from minilg.training.compare import compare
-from minilg.training.errors import (
+from minilg.errors import (
     CheckpointError,
     NothingToResumeError,
     RunExistsError,
     RunLockedError,
     TrainingDivergedError,
 )
+from minilg.train import TrainConfig, load_model, train
+from minilg.training import checkpoint as ckpt
+from minilg.training.compare import compare
 from minilg.training.rundir import LOCK_FILE, run_lock
 
 TINY: dict[str, Any] = dict(

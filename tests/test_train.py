@@ -13,6 +13,8 @@ import torch
 
 import minilg
 from minilg.cli import cmd_eval, cmd_train, run_verb
+from minilg.errors import ConfigError
+from minilg.io import atomic_write_bytes
 from minilg.train import (
     TrainConfig,
     load_model,
@@ -21,8 +23,6 @@ from minilg.train import (
     resolve_crop_scale,
     train,
 )
-from minilg.training import checkpoint as ckpt
-from minilg.training.errors import ConfigError
 
 # A very small Swin (shifted windows, relative-position tables, drop-path) on a small subset of
 # the embedded data: each run is a couple of seconds on one CPU thread.
@@ -147,13 +147,13 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- checkpoint files
 def test_atomic_write_leaves_no_partial_file(tmp_path: Path) -> None:
     target = tmp_path / "state.pt"
-    ckpt.atomic_write_bytes(target, b"old")
+    atomic_write_bytes(target, b"old")
 
     def boom() -> bytes:
         raise RuntimeError("killed while serialising")
 
     with pytest.raises(RuntimeError):
-        ckpt.atomic_write_bytes(target, boom)
+        atomic_write_bytes(target, boom)
     assert target.read_bytes() == b"old"  # previous version intact
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # no temp file left
 

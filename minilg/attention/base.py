@@ -52,14 +52,6 @@ def using_reference_math() -> bool:
     return _REFERENCE_MATH.get()
 
 
-def check_size(height: object, width: object) -> tuple[int, int]:
-    """``(H, W)`` as ints; a ValueError naming the problem unless both are positive ints."""
-    for name, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
-    return int(height), int(width)  # type: ignore[call-overload]
-
-
 class TokenMixer(nn.Module, ABC):
     """Base class: ``forward(x: (B, H, W, C)) -> (B, H, W, C)`` plus ``macs(H, W) -> int``."""
 

@@ -83,7 +83,6 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from minilg.attention.base import check_size
 from minilg.attention.core import AttentionMixer, KeySource, attention_macs, linear_macs
 from minilg.attention.grouping import (
     SubWindowPool,
@@ -96,6 +95,7 @@ from minilg.attention.grouping import (
 )
 from minilg.attention.position import RelativePositionBias
 from minilg.attention.window import shifted_window_labels
+from minilg.validate import check_size
 
 Follow = Literal["paper", "official"]
 PositionBias = Literal["paper", "official", "none"]

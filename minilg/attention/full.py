@@ -20,10 +20,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from minilg.attention.base import check_size
 from minilg.attention.core import AttentionMixer, KeySource
-from minilg.attention.grouping import as_pair
 from minilg.attention.position import RelativePositionBias
+from minilg.validate import as_pair, check_size
 
 
 def msa_macs(tokens: int, dim: int) -> int:

@@ -48,10 +48,10 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from minilg.attention import grouping
-from minilg.attention.base import check_size
 from minilg.attention.core import AttentionMixer, KeySource, attention_macs, linear_macs
 from minilg.attention.grouping import allowed_from_labels, padded_size, padding_labels
 from minilg.attention.position import RelativePositionBias
+from minilg.validate import check_size
 
 Branches = Literal["glance+gaze", "glance", "gaze"]
 BRANCHES: tuple[str, ...] = get_args(Branches)

@@ -26,19 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-Pair = tuple[int, int]
-
-
-def as_pair(value: object, name: str, minimum: int = 1) -> Pair:
-    """``7 -> (7, 7)``; a ValueError naming ``name`` unless both are ints ``>= minimum``."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in pair
-    ):
-        raise ValueError(
-            f"{name} must be an integer >= {minimum} or a pair of them, got {name}={value!r}"
-        )
-    return (int(pair[0]), int(pair[1]))
+from minilg.validate import Pair
 
 
 def padded_size(size: int, multiple: int) -> int:
@@ -224,7 +212,7 @@ def allowed_from_labels(labels: Tensor) -> Tensor:
 
 
 __all__ = [
-    "PoolMode", "SubWindowPool", "allowed_from_labels", "as_pair", "dilated_merge",
+    "PoolMode", "SubWindowPool", "allowed_from_labels", "dilated_merge",
     "dilated_split", "label_mask", "neighbourhood", "neighbourhood_labels", "pad_to_multiple",
     "padded_size", "padding_labels", "subwindow_pool", "window_labels", "window_partition",
     "window_reverse",

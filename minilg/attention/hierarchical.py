@@ -78,11 +78,9 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from minilg.attention.base import check_size
 from minilg.attention.core import AttentionMixer, KeySource, attend, attention_macs, linear_macs
 from minilg.attention.full import msa_macs
 from minilg.attention.grouping import (
-    Pair,
     allowed_from_labels,
     pad_to_multiple,
     padded_size,
@@ -91,6 +89,7 @@ from minilg.attention.grouping import (
     window_labels,
 )
 from minilg.layers import ChannelsLastGroupNorm
+from minilg.validate import Pair, check_size
 
 Follow = Literal["paper", "official"]
 FOLLOW: tuple[str, ...] = get_args(Follow)

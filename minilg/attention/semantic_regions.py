@@ -73,18 +73,16 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from minilg.attention.base import check_size
 from minilg.attention.core import AttentionMixer, KeySource, attention_macs, linear_macs
 from minilg.attention.full import FullAttention
 from minilg.attention.grouping import (
-    Pair,
-    as_pair,
     label_mask,
     neighbourhood,
     neighbourhood_labels,
     subwindow_pool,
 )
 from minilg.attention.position import RelativePositionBias
+from minilg.validate import Pair, as_pair, check_size
 
 Propagation = Literal["msa", "ap", "none"]
 PROPAGATIONS: tuple[str, ...] = get_args(Propagation)

@@ -19,9 +19,9 @@ from __future__ import annotations
 from einops import rearrange
 from torch import Tensor, nn
 
-from minilg.attention.base import check_size
 from minilg.attention.core import AttentionMixer, KeySource, attention_macs, linear_macs
 from minilg.attention.grouping import pad_to_multiple, padded_size
+from minilg.validate import check_size
 
 
 def sra_macs(height: int, width: int, dim: int, reduction: int) -> int:

@@ -22,11 +22,9 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from minilg.attention.base import check_size
 from minilg.attention.core import AttentionMixer, KeySource, attention_macs, linear_macs
 from minilg.attention.grouping import (
     allowed_from_labels,
-    as_pair,
     pad_to_multiple,
     padded_size,
     padding_labels,
@@ -35,6 +33,7 @@ from minilg.attention.grouping import (
     window_reverse,
 )
 from minilg.attention.position import RelativePositionBias
+from minilg.validate import as_pair, check_size
 
 
 def window_msa_macs(height: int, width: int, dim: int, window: tuple[int, int]) -> int:

@@ -14,13 +14,12 @@ array cached on disk; later calls load that cache in seconds. ``train.images`` i
 """
 
 from minilg.data.core import (
-    DataError,
-    DatasetUnavailableError,
     ImageArrayDataset,
     SkippedImagesWarning,
 )
 from minilg.data.subsets import SUBSETS, list_subsets, load_subset
 from minilg.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_WNIDS, generate_synthetic
+from minilg.errors import DataError, DatasetUnavailableError
 
 __all__ = [
     "SUBSETS",

@@ -18,10 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
-import sys
 import warnings
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -29,63 +26,22 @@ from typing import Any, Final, TypeVar
 import numpy as np
 import numpy.typing as npt
 import torch
-from tqdm.auto import tqdm
+
+from minilg.io import atomic_write_with
 
 __all__ = [
     "CACHE_FORMAT",
     "CacheWarning",
-    "DataError",
-    "DatasetUnavailableError",
     "ImageArrayDataset",
     "SkippedImagesWarning",
     "array_digest",
     "default_cache_dir",
     "load_cache",
-    "progress",
-    "progress_enabled",
     "save_cache",
 ]
 
 CACHE_FORMAT: Final[int] = 2
 _T = TypeVar("_T")
-
-
-class DatasetUnavailableError(RuntimeError):
-    """A dataset could not be loaded: offline, gated, missing, or unreadable.
-
-    The message says what was tried, why each attempt failed (with the original exception
-    text) and what to do about it.
-
-    Attributes:
-        name: the subset name passed to :func:`minilg.data.load_subset`.
-        reason: one of ``"offline"``, ``"gated"``, ``"missing"``, ``"script"``, ``"error"``.
-        attempts: ``(what was tried, why it failed)`` pairs, in order.
-    """
-
-    def __init__(
-        self, message: str, *, name: str, reason: str, attempts: list[tuple[str, str]]
-    ) -> None:
-        super().__init__(message)
-        self.name = name
-        self.reason = reason
-        self.attempts = attempts
-
-    def one_line(self) -> str:
-        """The message on one line: what failed, what was tried, the first thing to do."""
-        lines = str(self).splitlines()
-        tried = [ln.strip() for ln in lines if re.match(r"\s+\d+\. ", ln)]
-        todo = [ln.strip()[2:] for ln in lines if ln.startswith("  - ")]
-        text = lines[0] if lines else f"dataset {self.name!r} is not available"
-        if tried:
-            text += " Tried: " + "; ".join(t.split(". ", 1)[-1] for t in tried) + "."
-        if todo:
-            text += " What to do: " + " / ".join(todo[:2])
-        return text
-
-
-class DataError(ValueError):
-    """The data contradicts itself (e.g. a class folder in ``val/`` that ``train/`` lacks) or
-    its cache cannot be used; the message names the folder or file and what to do."""
 
 
 class SkippedImagesWarning(UserWarning):
@@ -167,26 +123,6 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "minilg"
 
 
-def progress_enabled() -> bool:
-    """Progress bars show only on an interactive stderr, and never with ``CI`` or
-    ``MINILG_QUIET=1`` in the environment."""
-    if os.environ.get("MINILG_QUIET", "") not in ("", "0"):
-        return False
-    if os.environ.get("CI", "") not in ("", "0", "false", "False"):
-        return False
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def progress(iterable: Iterable[_T], *, total: int | None = None, desc: str = "") -> Iterator[_T]:
-    """``tqdm`` around ``iterable``, disabled as described in :func:`progress_enabled`."""
-    yield from tqdm(
-        iterable, total=total, desc=desc, unit="img", disable=not progress_enabled(), leave=False
-    )
-
-
 def _paths(stem: Path) -> tuple[Path, Path, Path]:
     return (
         stem.with_name(stem.name + ".images.npy"),
@@ -210,17 +146,6 @@ def array_digest(images: npt.NDArray[np.uint8], labels: npt.NDArray[np.int64]) -
     return h.hexdigest()
 
 
-def _replace_with(path: Path, write: Any) -> None:
-    """``write(tmp)`` then atomically move ``tmp`` to ``path`` (tmp removed on failure)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_cache(
     stem: Path,
     images: npt.NDArray[np.uint8],
@@ -236,13 +161,13 @@ def save_cache(
     img_path, lab_path, json_path = _paths(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     if not (isinstance(images, np.memmap) and Path(str(images.filename)) == img_path):
-        _replace_with(img_path, lambda t: _save_npy(t, np.ascontiguousarray(images)))
+        atomic_write_with(img_path, lambda t: _save_npy(t, np.ascontiguousarray(images)))
     elif isinstance(images, np.memmap):
         images.flush()
     labels = labels.astype(np.int64)
-    _replace_with(lab_path, lambda t: _save_npy(t, labels))
+    atomic_write_with(lab_path, lambda t: _save_npy(t, labels))
     full = {"format": CACHE_FORMAT, **meta, "checksum": array_digest(images, labels)}
-    _replace_with(json_path, lambda t: t.write_text(json.dumps(full, indent=1)))
+    atomic_write_with(json_path, lambda t: t.write_text(json.dumps(full, indent=1)))
     return json_path
 
 

@@ -26,15 +26,14 @@ import numpy.typing as npt
 from PIL import Image, ImageOps
 
 from minilg.data.core import (
-    DataError,
-    DatasetUnavailableError,
     ImageArrayDataset,
     SkippedImagesWarning,
     images_path,
     load_cache,
-    progress,
     save_cache,
 )
+from minilg.errors import DataError, DatasetUnavailableError
+from minilg.io import progress
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -254,7 +253,7 @@ def _fill(
         except _DECODE_ERRORS as exc:
             return None, label, f"{shown}: {type(exc).__name__}: {exc}"
 
-    bar_iter = progress(range(total), total=total, desc=desc)
+    bar_iter = progress(range(total), total=total, desc=desc, unit="img")
     with ThreadPoolExecutor(max_workers=num_workers) as pool:
         for chunk in _chunks(items, 256):
             for arr, label, shown in pool.map(work, chunk):

@@ -37,8 +37,6 @@ from PIL import Image
 
 from minilg.data.core import (
     CacheWarning,
-    DataError,
-    DatasetUnavailableError,
     ImageArrayDataset,
     default_cache_dir,
     load_cache,
@@ -58,6 +56,8 @@ from minilg.data.synthetic import (
     generate_synthetic,
     split_seed,
 )
+from minilg.errors import DataError, DatasetUnavailableError
+from minilg.io import atomic_write_text
 
 __all__ = ["SUBSETS", "SubsetSpec", "canonical_subset", "list_subsets", "load_subset"]
 
@@ -403,9 +403,7 @@ def _write_synthetic_folder(folder: Path, split: str, n: int, resolution: int, s
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         list(pool.map(save, range(n)))
     classes = json.dumps(dict(zip(SYNTHETIC_WNIDS, SYNTHETIC_CLASSES, strict=True)), indent=1)
-    tmp = folder / f".classes.json.{os.getpid()}.tmp"
-    tmp.write_text(classes)
-    os.replace(tmp, folder / "classes.json")
+    atomic_write_text(folder / "classes.json", classes)
     marker.touch()
 
 

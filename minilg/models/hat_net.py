@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from minilg.attention.base import TokenMixer
 from minilg.attention.core import linear_macs
-from minilg.attention.grouping import Pair, padded_size
+from minilg.attention.grouping import padded_size
 from minilg.attention.hierarchical import (
     Follow,
     HierarchicalAttention,
@@ -82,6 +82,7 @@ from minilg.models.backbone import (
 )
 from minilg.models.swin import MINI_FRAME
 from minilg.registry import register_model, with_overrides
+from minilg.validate import Pair
 
 Activation = Literal["silu", "gelu"]
 ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "gelu": nn.GELU}

@@ -43,7 +43,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from minilg.training.errors import CheckpointError
+from minilg.errors import CheckpointError
+from minilg.io import atomic_write_bytes
 
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
@@ -81,36 +82,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def atomic_write_bytes(path: str | Path, data: bytes | Callable[[], bytes]) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder + ``os.replace``).
-
-    ``data`` may be a callable producing the bytes, so that a failure while *producing* them
-    also leaves no partial file behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data() if callable(data) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Atomically write a UTF-8 text file."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON."""
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _torch_save_bytes(obj: Any) -> bytes:

@@ -27,19 +27,17 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from minilg.complexity import model_macs
+from minilg.errors import ConfigError, RunExistsError
+from minilg.io import atomic_write_bytes, atomic_write_text, write_json
 from minilg.train import TrainConfig, train
 from minilg.training.checkpoint import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
     STATE_FILE,
     WEIGHTS_FILE,
-    atomic_write_bytes,
-    atomic_write_text,
     has_checkpoint,
-    write_json,
 )
 from minilg.training.config import check_model
-from minilg.training.errors import ConfigError, RunExistsError
 from minilg.training.rundir import check_writable_folder, run_lock
 
 DEFAULT_MODELS = (

@@ -1,7 +1,7 @@
 """The training configuration: one dataclass of plain values, range-checked when it is built.
 
 Every check runs in ``__post_init__``, before any data is loaded or any compute starts, and a
-bad value raises :class:`~minilg.training.errors.ConfigError` naming the field, the allowed
+bad value raises :class:`~minilg.errors.ConfigError` naming the field, the allowed
 range and the value given. Checks that need the machine or the model registry (is CUDA there?
 does the model accept these ``model_kwargs``?) are :func:`check_device` and :func:`check_model`,
 which :func:`minilg.train.train` runs first.
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from minilg.training.errors import ConfigError
+from minilg.errors import ConfigError
 
 __all__ = ["TrainConfig", "check_device", "check_model", "resolve_crop_scale"]
 

@@ -10,11 +10,11 @@ from typing import Any
 from minilg.data import load_subset
 from minilg.data.core import ImageArrayDataset
 from minilg.data.subsets import canonical_subset
+from minilg.errors import CheckpointError, ConfigError
 from minilg.train import _subset, evaluate, locate_checkpoint, model_from_weights
 from minilg.training import distributed as ddp
 from minilg.training.checkpoint import read_weights_metadata
 from minilg.training.config import check_device
-from minilg.training.errors import CheckpointError, ConfigError
 from minilg.training.optim import amp_dtype
 
 __all__ = ["check_classes", "evaluate_checkpoint"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from minilg.training.checkpoint import atomic_write_bytes, atomic_write_text, write_json
+from minilg.io import atomic_write_bytes, atomic_write_text, write_json
 
 METRIC_FIELDS = (
     "epoch",

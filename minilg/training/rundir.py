@@ -16,7 +16,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from minilg.training.errors import ConfigError, RunLockedError
+from minilg.errors import ConfigError, RunLockedError
 
 __all__ = ["LOCK_FILE", "check_writable_folder", "run_lock"]
 

@@ -1,16 +1,20 @@
-"""Expected failures of the trainer and the command line, each with a message meant for a user.
+"""Expected failures, each with a message meant for a user: the bottom layer of the package.
 
-The command line (:mod:`minilg.cli`) prints any :class:`MinilgError` as one ``error: ...`` line
-on stderr and exits with its :attr:`~MinilgError.exit_code`; anything else keeps its traceback.
+Every module may import this one; it imports nothing of minilg. The command line
+(:mod:`minilg.cli`) prints any :class:`MinilgError` as one ``error: ...`` line on stderr and exits
+with its :attr:`~MinilgError.exit_code`; anything else keeps its traceback.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "DataError",
+    "DatasetUnavailableError",
     "MinilgError",
     "NothingToResumeError",
     "RunExistsError",
@@ -72,3 +76,41 @@ class TrainingDivergedError(MinilgError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
     exit_code = 3
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A dataset could not be loaded: offline, gated, missing, or unreadable.
+
+    The message says what was tried, why each attempt failed (with the original exception
+    text) and what to do about it.
+
+    Attributes:
+        name: the subset name passed to :func:`minilg.data.load_subset`.
+        reason: one of ``"offline"``, ``"gated"``, ``"missing"``, ``"script"``, ``"error"``.
+        attempts: ``(what was tried, why it failed)`` pairs, in order.
+    """
+
+    def __init__(
+        self, message: str, *, name: str, reason: str, attempts: list[tuple[str, str]]
+    ) -> None:
+        super().__init__(message)
+        self.name = name
+        self.reason = reason
+        self.attempts = attempts
+
+    def one_line(self) -> str:
+        """The message on one line: what failed, what was tried, the first thing to do."""
+        lines = str(self).splitlines()
+        tried = [ln.strip() for ln in lines if re.match(r"\s+\d+\. ", ln)]
+        todo = [ln.strip()[2:] for ln in lines if ln.startswith("  - ")]
+        text = lines[0] if lines else f"dataset {self.name!r} is not available"
+        if tried:
+            text += " Tried: " + "; ".join(t.split(". ", 1)[-1] for t in tried) + "."
+        if todo:
+            text += " What to do: " + " / ".join(todo[:2])
+        return text
+
+
+class DataError(ValueError):
+    """The data contradicts itself (e.g. a class folder in ``val/`` that ``train/`` lacks) or
+    its cache cannot be used; the message names the folder or file and what to do."""
