@@ -175,9 +175,10 @@ class SubWindowPool(nn.Module):
         super().__init__()
         self.size = size
         self.pool = nn.Linear(size[0] * size[1], 1)
-        self.reset_to_mean()
+        self.init_weights()
 
-    def reset_to_mean(self) -> None:
+    def init_weights(self) -> None:
+        """The mean: weights ``1/(sh sw)``, bias 0 (called again by a backbone's init)."""
         nn.init.constant_(self.pool.weight, 1.0 / (self.size[0] * self.size[1]))
         nn.init.zeros_(self.pool.bias)
 

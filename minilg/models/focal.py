@@ -147,7 +147,7 @@ def build_focal(config: FocalConfig) -> HierarchicalBackbone:
     )
     for module in model.modules():  # the backbone's init_weights re-initialised every Linear
         if isinstance(module, SubWindowPool):
-            module.reset_to_mean()
+            module.init_weights()
     return model
 
 
