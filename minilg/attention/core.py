@@ -45,6 +45,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from minilg.attention.base import TokenMixer, reference_math, using_reference_math
+from minilg.attention.scopes import scope
 
 
 @dataclass(frozen=True)
@@ -105,32 +106,32 @@ def attend(q: Tensor, sources: Sequence[KeySource], heads: int) -> Tensor:
         ``(B, G, Tq, C)``, heads merged, before the output projection. Queries whose keys are all
         masked get exactly zero.
     """
-    batch, groups, tokens_q, _ = q.shape
-    k, v = _concatenated(sources, batch, groups)
-    mask = combined_mask(sources, tokens_q, q.dtype)
-    has_key: Tensor | None = None
-    if mask is not None and any(s.allowed is not None for s in sources):
-        # A row of -inf only would softmax to NaN: give it zeros, and zero its output after.
-        has_key = (mask != float("-inf")).any(dim=-1, keepdim=True)
-        mask = mask.masked_fill(~has_key, 0.0)
-    if not using_reference_math() and (mask is None or mask.shape[:2] == (1, 1)):
-        # No batch or group axis in the mask (a position bias, a mask all groups share): groups
-        # join SDPA's batch axis, so q, k, v are strided views (no copies) and the mask
-        # broadcasts as it is (kept 4-d: a 3-d mask sends CPU SDPA to a slower path).
-        fold, unfold = "b g t (h d) -> (b g) h t d", "(b g) h t d -> b g t (h d)"
-        mask, has_key = (None if t is None else t[:, 0] for t in (mask, has_key))
-    else:
-        fold, unfold = "b g t (h d) -> b (g h) t d", "b (g h) t d -> b g t (h d)"
-        mask, has_key = (None if t is None else _fold_mask(t, groups, heads)
-                         for t in (mask, has_key))
-    q4, k4, v4 = (rearrange(t, fold, h=heads) for t in (q, k, v))
-    if using_reference_math():
-        out = explicit_attention(q4, k4, v4, mask)
-    else:
-        out = fused_attention(q4, k4, v4, mask)
-    if has_key is not None:
-        out = out.masked_fill(~has_key, 0.0)
-    return rearrange(out, unfold, g=groups)
+    with scope("attend"):
+        batch, groups, tokens_q, _ = q.shape
+        k, v = _concatenated(sources, batch, groups)
+        mask = combined_mask(sources, tokens_q, q.dtype)
+        has_key: Tensor | None = None
+        if mask is not None and any(s.allowed is not None for s in sources):
+            # A row of -inf only would softmax to NaN: give it zeros, and zero its output after.
+            has_key = (mask != float("-inf")).any(dim=-1, keepdim=True)
+            mask = mask.masked_fill(~has_key, 0.0)
+        if not using_reference_math() and (mask is None or mask.shape[:2] == (1, 1)):
+            # No batch or group axis in the mask (a position bias, a mask all groups share): groups
+            # join SDPA's batch axis, so q, k, v are strided views (no copies) and the mask
+            # broadcasts as it is (kept 4-d: a 3-d mask sends CPU SDPA to a slower path).
+            fold, unfold = "b g t (h d) -> (b g) h t d", "(b g) h t d -> b g t (h d)"
+            mask, has_key = (None if t is None else t[:, 0] for t in (mask, has_key))
+        else:
+            fold, unfold = "b g t (h d) -> b (g h) t d", "b (g h) t d -> b g t (h d)"
+            mask, has_key = (None if t is None else _fold_mask(t, groups, heads)
+                             for t in (mask, has_key))
+        q4, k4, v4 = (rearrange(t, fold, h=heads) for t in (q, k, v))
+        with scope("kernel"):
+            kernel = explicit_attention if using_reference_math() else fused_attention
+            out = kernel(q4, k4, v4, mask)
+        if has_key is not None:
+            out = out.masked_fill(~has_key, 0.0)
+        return rearrange(out, unfold, g=groups)
 
 
 def _concatenated(sources: Sequence[KeySource], batch: int, groups: int) -> tuple[Tensor, Tensor]:
