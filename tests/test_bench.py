@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import shlex
@@ -12,6 +13,11 @@ import torch
 
 from minilg import bench, registry
 from minilg.attention import WindowAttention
+from minilg.attention.scopes import scope
+from minilg.bench import cli as bench_cli
+from minilg.bench import memory as bench_memory
+from minilg.bench import targets as bench_targets
+from minilg.errors import MinilgError
 
 TINY = ["--batch", "1", "--repeats", "1", "--warmup", "0", "--peak-n", "64"]
 
@@ -101,7 +107,7 @@ def test_memory_limit_skips_without_attempting(
         attempted.append(size)
         return measure(case, size, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(bench, "measure", spy)
+    monkeypatch.setattr(bench_cli, "measure", spy)  # the name run_all calls
     limit = (small + large) / 2 / 2**30
     argv = ["--families", "swin", "--mixers", "W-MSA", "--sizes", "8", "16", *TINY,
             "--memory-limit", str(limit), "--out", str(tmp_path)]
@@ -121,7 +127,7 @@ def test_estimate_falls_back_to_the_full_attention_bound(
     def no_meta(*args: object) -> int:
         raise NotImplementedError("data-dependent\nshape")
 
-    monkeypatch.setattr(bench, "score_bytes", no_meta)
+    monkeypatch.setattr(bench_memory, "score_bytes", no_meta)
     size, note = bench.estimated_bytes(mixer, 2, 8, torch.bfloat16)
     assert size == 2 * 3 * 64**2 * 2
     assert note == "full-attention bound (meta trace failed: data-dependent)"
@@ -197,6 +203,45 @@ def test_cuda_without_cuda_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
     assert "CUDA is not available" in capsys.readouterr().err
 
 
+def test_targets_are_data_read_from_the_package() -> None:
+    """Goals and the figure measured before the core come from ``targets.json``; the code only
+    compares a run with them."""
+    data = bench_targets.load_targets()
+    assert data["block_memory"]["before_mib"] == 1555.0
+    target = bench.memory_target([])
+    assert target.goal == "<= 778 MiB (2x below 1,555)" and target.met is None
+    blocks = [{"what": "swin_tiny s1.b1 block", "path": "core", "batch": 128, "peak_mib": 700.0}]
+    assert bench.memory_target(blocks).met is True
+
+
+def test_targets_follow_the_data_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = json.loads(json.dumps(bench_targets.load_targets()))
+    data["block_memory"].update(before_mib=1000.0, at_least_times_below=4)
+    data["exponent"]["at_most"] = 0.5
+    monkeypatch.setattr(bench_targets, "load_targets", lambda: data)
+    blocks = [{"what": "swin_tiny s1.b1 block", "path": "core", "batch": 128, "peak_mib": 300.0}]
+    target = bench.memory_target(blocks)
+    assert target.goal == "<= 250 MiB (4x below 1,000)" and target.met is False
+    assert bench.exponent_target([]).goal == "<= 0.5"
+
+
+def test_verb_interface(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``add_arguments`` fills any parser, ``run`` takes its namespace; expected failures are a
+    :class:`BenchError`, which the command line prints as one line (a MinilgError, exit 2)."""
+    assert issubclass(bench.BenchError, MinilgError) and bench.BenchError.exit_code == 2
+    parser = argparse.ArgumentParser(prog="minilg bench")
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--families", "swin", "--mixers", "W-MSA", "--sizes", "8", *TINY,
+                              "--threads", "2", "--out", str(tmp_path)])
+    threads = torch.get_num_threads()
+    assert bench.run(args) == 0
+    assert "swin_tiny s1.b0 W-MSA" in capsys.readouterr().out
+    assert json.loads((tmp_path / "bench.json").read_text())["environment"]["threads"] == 2
+    assert torch.get_num_threads() == threads  # restored
+    with pytest.raises(bench.BenchError, match="--repeats must be positive"):
+        bench.run(parser.parse_args(["--repeats", "0"]))
+
+
 def test_window_attention_is_the_w_msa_label() -> None:
     assert bench.mixer_label(WindowAttention(8, 2, 4)) == "W-MSA"
     assert bench.mixer_label(WindowAttention(8, 2, 4, shift=2)) == "SW-MSA"
@@ -249,14 +294,11 @@ def test_time_breakdown_covers_all_time_and_leaves_nothing_behind(
     swin_cases: list[bench.Case],
 ) -> None:
     """Every operator of the block is counted once, the categories sum to the block's wall time,
-    and the hooks and wrappers are gone afterwards."""
+    and the hooks and the scope listener are gone afterwards."""
     from torch.profiler import ProfilerActivity, profile
-
-    from minilg.attention import core
 
     block = swin_cases[1].block_module
     assert block is not None
-    attend, kernel = core.attend, core.fused_attention
     x = torch.randn(2, 14, 14, 96)
     with (torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof,
           bench.tracking(block, bench.ScopeTracker(annotate=True))):
@@ -272,8 +314,42 @@ def test_time_breakdown_covers_all_time_and_leaves_nothing_behind(
               and e.cpu_parent.name.startswith("minilg::")]
     assert sum(e.cpu_time_total for e in inside) == pytest.approx(
         root.cpu_time_total - us["overhead"])
-    assert core.attend is attend and core.fused_attention is kernel
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in block.modules())
+
+
+class _Spy(bench.ScopeTracker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.labels: list[str] = []
+
+    def push(self, label: str) -> None:
+        self.labels.append(label)
+        super().push(label)
+
+    def enter(self, label: str) -> None:
+        self.labels.append(label)
+        super().enter(label)
+
+
+def test_tracking_listens_to_the_core_scopes_only_while_it_runs(
+    swin_cases: list[bench.Case],
+) -> None:
+    """The core's named scopes reach the tracker inside the block's module scopes, in order;
+    after ``tracking`` neither scopes nor module calls reach it."""
+    block = swin_cases[0].block_module
+    assert block is not None
+    spy = _Spy()
+    with torch.no_grad(), bench.tracking(block, spy):
+        block(torch.randn(1, 7, 7, 96))
+    assert spy.stack == []
+    assert spy.labels[:3] == ["block", "norms", "mixer"]
+    assert spy.labels[spy.labels.index("mixer"):][1:5] == [
+        "projections", "bias & masks", "attend", "kernel"]
+    assert spy.labels.count("attend") == spy.labels.count("kernel") == 1
+    count = len(spy.labels)
+    with torch.no_grad(), scope("attend"):
+        block(torch.randn(1, 7, 7, 96))
+    assert len(spy.labels) == count
 
 
 def test_cli_breakdown_and_how_the_figures_were_made(
@@ -285,7 +361,11 @@ def test_cli_breakdown_and_how_the_figures_were_made(
     assert "Where the block's forward spends its time" in capsys.readouterr().out
     payload = json.loads((tmp_path / "bench.json").read_text())
     env = payload["environment"]
-    assert env["command"] == "python -m minilg bench " + shlex.join(argv)
+    # the options that differ from their defaults, in the order of --help
+    assert env["command"] == "python -m minilg bench " + shlex.join([
+        "--batch", "1", "--sizes", "8", "14", "--repeats", "1", "--warmup", "0",
+        "--families", "swin", "--mixers", "W-MSA", "--peak-n", "64", "--breakdown",
+        "--note", "idle machine", "--out", str(tmp_path)])
     assert "--note 'idle machine'" in env["command"]
     assert env["note"] == "idle machine" and env["date"].endswith("Z")
     assert len(env["loadavg_1_5_15"]) == len(env["loadavg_1_5_15_end"]) == 3

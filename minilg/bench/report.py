@@ -1,0 +1,223 @@
+"""The benchmark's outputs: the printed tables, and ``bench.{csv,json,md,png}``, ``scaling.csv``
+and ``breakdown.csv`` (each written atomically), with how the figures were made (the command,
+date, torch version, CPU model, threads, load average and a free note)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from minilg.bench.breakdown import CATEGORIES
+from minilg.bench.settings import PATHS, Settings
+from minilg.bench.targets import Target
+from minilg.bench.timing import Row
+from minilg.io import atomic_write_text, atomic_write_with
+
+__all__ = ["breakdown_records", "breakdown_table", "cpu_model", "environment", "plot",
+           "print_report", "results_markdown", "results_table", "scaling_table", "write_csv",
+           "write_outputs"]
+
+
+def _reference(rows: Sequence[Row], core: Row) -> Row:
+    """The straightforward row of the same case and map as ``core``."""
+    return next(s for s in rows if s.case == core.case and s.size == core.size and s is not core)
+
+
+def results_table(rows: Sequence[Row]) -> str:
+    """One line per (case, map): core and straightforward side by side; ``IQR%`` is the
+    largest interquartile range of the four timings, relative to its median."""
+    head = (f"{'case':<30}{'map':>5}{'GMACs':>8}{'fwd ms':>9}{'ref':>9}{'x':>6}"
+            f"{'f+b ms':>9}{'ref':>9}{'x':>6}{'GFLOP/s':>9}{'%peak':>7}"
+            f"{'MiB fwd':>9}{'ref':>8}{'MiB f+b':>9}{'ref':>8}{'IQR%':>6}{'diff':>9}")
+    lines = [head, "-" * len(head)]
+    for r in (r for r in rows if r.path == "core"):
+        ref = _reference(rows, r)
+        lines.append(
+            f"{r.case:<30}{r.size:>5}{r.macs / 1e9:>8.3f}{r.fwd_ms:>9.2f}{ref.fwd_ms:>9.2f}"
+            f"{r.speedup_fwd:>6.2f}{r.fwdbwd_ms:>9.2f}{ref.fwdbwd_ms:>9.2f}"
+            f"{r.speedup_fwdbwd:>6.2f}{r.gflops:>9.1f}{100 * r.peak_fraction:>7.0f}"
+            f"{r.fwd_mib:>9.0f}{ref.fwd_mib:>8.0f}{r.fwdbwd_mib:>9.0f}{ref.fwdbwd_mib:>8.0f}"
+            f"{100 * max(r.fwd_spread, r.fwdbwd_spread, ref.fwd_spread, ref.fwdbwd_spread):>6.0f}"
+            f"{r.diff:>9.1e}"
+        )
+    return "\n".join(lines)
+
+
+def results_markdown(rows: Sequence[Row], exponents: Sequence[dict[str, Any]]) -> str:
+    """The table as markdown (``bench.md``), with the core's forward time exponents."""
+    lines = ["| case | map | GMACs | fwd ms | ref | x | f+b ms | ref | x | GFLOP/s | % peak "
+             "| MiB f+b | ref | exp. fwd |", "|---|" + "---:|" * 13]
+    for r in (r for r in rows if r.path == "core"):
+        ref = _reference(rows, r)
+        slope = next((e["fwd"] for e in exponents if e["case"] == r.case and e["path"] == "core"
+                      and e["to"] == r.size and e["from"] < r.size), None)
+        lines.append(
+            f"| {r.case} | {r.size} | {r.macs / 1e9:.3f} | {r.fwd_ms:.1f} | {ref.fwd_ms:.1f} | "
+            f"{r.speedup_fwd:.2f} | {r.fwdbwd_ms:.1f} | {ref.fwdbwd_ms:.1f} | "
+            f"{r.speedup_fwdbwd:.2f} | {r.gflops:.1f} | {100 * r.peak_fraction:.0f} | "
+            f"{r.fwdbwd_mib:.0f} | {ref.fwdbwd_mib:.0f} | "
+            f"{'-' if slope is None else f'{slope:.2f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def scaling_table(exponents: Sequence[dict[str, Any]]) -> str:
+    """One line per (case, path, pair of maps): the exponents of MACs and of time."""
+    lines = [f"{'case':<30}{'path':<17}{'maps':>11}{'MACs':>7}{'fwd':>7}{'f+b':>7}"]
+    for e in exponents:
+        maps = f"{e['from']}->{e['to']}"
+        lines.append(f"{e['case']:<30}{e['path']:<17}{maps:>11}{e['macs']:>7.2f}"
+                     f"{e['fwd']:>7.2f}{e['fwdbwd']:>7.2f}")
+    return "\n".join(lines)
+
+
+def breakdown_records(breakdowns: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat record per (case, map, category): ms, share of the time, MACs, share of MACs."""
+    records = []
+    for b in breakdowns:
+        total_ms, total_macs = sum(b["ms"].values()), b["macs_total"]
+        for c in CATEGORIES:
+            records.append({"case": b["case"], "size": b["size"], "batch": b["batch"],
+                            "category": c, "ms": b["ms"][c], "time_share": b["ms"][c] / total_ms,
+                            "macs": b["macs"].get(c, 0),
+                            "macs_share": b["macs"].get(c, 0) / total_macs})
+    return records
+
+
+def breakdown_table(breakdowns: Sequence[dict[str, Any]]) -> str:
+    """One line per (case, map): ms per category, then the MACs' shares in percent."""
+    short = ["proj", "attn", "bias", "gather", "conv", "MLP", "norms", "resid", "ovhd"]
+    head = f"{'case':<30}{'map':>5}" + "".join(f"{s:>8}" for s in short) + f"{'total':>8}"
+    lines = [head, "-" * len(head)]
+    for b in breakdowns:
+        ms = "".join(f"{b['ms'][c]:>8.2f}" for c in CATEGORIES)
+        lines.append(f"{b['case']:<30}{b['size']:>5}{ms}{sum(b['ms'].values()):>8.2f}")
+        share = "".join(f"{100 * b['macs'].get(c, 0) / b['macs_total']:>7.0f}%"
+                        for c in CATEGORIES[:-1])
+        lines.append(f"{'  MACs':<35}{share}")
+    return "\n".join(lines)
+
+
+def print_report(
+    rows: Sequence[Row], notes: Sequence[str], blocks: Sequence[dict[str, Any]],
+    targets: Sequence[Target], exponents: Sequence[dict[str, Any]],
+) -> None:
+    """The printout: results, scaling, block memory, targets, notes."""
+    print(results_table(rows))
+    print("\nTime exponent in the number of tokens (log-log slope; 'MACs' is the cost's own):")
+    print(scaling_table(exponents))
+    if blocks:
+        print("\nForward without grad, peak memory above the input:")
+        for b in blocks:
+            print(f"  {b['what']:<26} {b['path']:<16} batch {b['batch']} map {b['size']}: "
+                  f"{b['peak_mib']:,.0f} MiB (input {b['input_mib']:,.0f} MiB)")
+    print("\nTargets (measured vs target; never asserted):")
+    for t in targets:
+        verdict = {True: "met", False: "MISSED", None: "-"}[t.met]
+        extra = f"  [{t.note}]" if t.note else ""
+        print(f"  {t.name:<58} {t.goal:<12} {t.measured}  {verdict}{extra}")
+    for line in notes:
+        print(f"note: {line}")
+
+
+def write_csv(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """``records`` as CSV (lists joined with ``;``), written atomically; empty if none."""
+    text = io.StringIO(newline="")
+    if records:
+        writer = csv.DictWriter(text, fieldnames=list(records[0]))
+        writer.writeheader()
+        for record in records:
+            writer.writerow({k: ";".join(f"{x:.4f}" for x in v) if isinstance(v, list) else v
+                             for k, v in record.items()})
+    atomic_write_text(path, text.getvalue())
+
+
+def plot(rows: Sequence[Row], path: Path) -> bool:
+    """Time vs tokens, log-log, one colour per case, core solid and straightforward dashed."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    axes = figure.subplots(1, 2)
+    cases = list(dict.fromkeys(r.case for r in rows))
+    for ax, attr, title in ((axes[0], "fwd_ms", "forward"),
+                            (axes[1], "fwdbwd_ms", "forward + backward")):
+        for index, case in enumerate(cases):
+            for kind, style in zip(PATHS, ("-", "--"), strict=True):
+                series = sorted((r for r in rows if r.case == case and r.path == kind),
+                                key=lambda r: r.tokens)
+                ax.plot([r.tokens for r in series], [getattr(r, attr) for r in series],
+                        style, marker="o", color=f"C{index % 10}",
+                        label=f"{case} ({kind})")
+        ax.set(xscale="log", yscale="log", xlabel="tokens N = H W", ylabel="time (ms)",
+               title=title)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=7, loc="upper left")
+    figure.suptitle(f"minilg bench: {rows[0].device}, {rows[0].dtype}, batch {rows[0].batch}, "
+                    f"{rows[0].threads} thread(s); solid core, dashed straightforward")
+    atomic_write_with(path, lambda tmp: figure.savefig(tmp, dpi=120))
+    return True
+
+
+def write_outputs(out: Path, payload: dict[str, Any], rows: Sequence[Row]) -> list[Path]:
+    """``bench.csv``, ``scaling.csv``, ``bench.json``, ``bench.md``, ``bench.png`` under ``out``
+    (and ``breakdown.csv`` with ``--breakdown``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    records = [asdict(r) for r in rows]
+    write_csv(out / "bench.csv", [{k: v for k, v in r.items() if not k.endswith("samples_ms")}
+                                  for r in records])
+    write_csv(out / "scaling.csv", payload["scaling"])
+    atomic_write_text(out / "bench.json", json.dumps({**payload, "rows": records}, indent=1)
+                      + "\n")
+    atomic_write_text(out / "bench.md", results_markdown(rows, payload["scaling"]) + "\n")
+    written = [out / "bench.csv", out / "scaling.csv", out / "bench.json", out / "bench.md"]
+    if payload["breakdown"]:
+        write_csv(out / "breakdown.csv", breakdown_records(payload["breakdown"]))
+        written.append(out / "breakdown.csv")
+    if rows and plot(rows, out / "bench.png"):
+        written.append(out / "bench.png")
+    return written
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def environment(
+    settings: Settings, peak: float, args: argparse.Namespace, command: str
+) -> dict[str, Any]:
+    """How the figures were made: the command, the machine, the load, the settings."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "command": command,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "torch": torch.__version__, "python": platform.python_version(),
+        "machine": platform.machine(), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+        "loadavg_1_5_15": None if load is None else [round(v, 2) for v in load],
+        "note": args.note,
+        "device": str(settings.device), "dtype": args.dtype, "batch": settings.batch,
+        "threads": settings.threads, "repeats": settings.repeats, "warmup": settings.warmup,
+        "sizes": args.sizes, "memory_limit_gib": args.memory_limit,
+        "matmul_peak_gflops": peak, "matmul_peak_n": args.peak_n,
+        "gpu": torch.cuda.get_device_name(settings.device)
+        if settings.device.type == "cuda" else None,
+    }
