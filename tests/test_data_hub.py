@@ -1,5 +1,8 @@
-"""minilg.data.hub: what each hub failure says (no network: ``datasets.load_dataset`` is
-monkeypatched to raise the exceptions ``datasets`` raises)."""
+"""minilg.data.hub: what each hub failure says, and how a hub split becomes a cache.
+
+No network: ``datasets.load_dataset`` is monkeypatched to raise the exceptions ``datasets``
+raises, or to return a small in-memory ``datasets.Dataset``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from minilg.data import DatasetUnavailableError, load_subset
 from minilg.data.hub import classify_error
@@ -152,3 +156,75 @@ def test_real_offline_mode_subprocess(tmp_path: Path) -> None:
     )
     assert "REASON offline" in out.stdout, out.stdout + out.stderr
     assert "Couldn't reach" in out.stdout and "unset HF_HUB_OFFLINE" in out.stdout
+
+
+# ------------------------------------------------------------------- a loaded split (no network)
+
+
+def _hub_dataset(names: list[str], labels: list[int]) -> Any:
+    """An in-memory ``datasets.Dataset`` like a hub parquet repo: PNG bytes + a ClassLabel."""
+    import io
+
+    import datasets
+    from PIL import Image
+
+    def png(label: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (24, 20), (40 * label, 200 - 40 * label, 90)).save(buf, "PNG")
+        return buf.getvalue()
+
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=names)}
+    )
+    rows = {"image": [{"bytes": png(lab), "path": None} for lab in labels], "label": labels}
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+def test_a_hub_split_is_prepared_with_wnids_and_readable_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import datasets
+
+    # imagenette's parquet export names its labels, not its wnids: the registry maps them
+    names = ["tench", "English springer", "cassette player", "chain saw", "church",
+             "French horn", "garbage truck", "gas pump", "golf ball", "parachute"]
+    ds = _hub_dataset(names, [3, 0, 3, 9, 0, 3])
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda **kw: calls.append(kw) or ds)
+    out = load_subset("imagenette", "val", 16, cache_dir=tmp_path, wnids=["n03000684", "n01440764"])
+    assert calls == [{"path": "frgfm/imagenette", "name": "160px", "split": "validation",
+                      "revision": "refs/convert/parquet"}]
+    assert out.wnids == ["n01440764", "n03000684"] and out.classes == ["tench", "chain saw"]
+    assert out.labels.tolist() == [1, 0, 1, 0, 1]  # hub rows 0, 1, 2, 4, 5 in order
+    assert out.images.shape == (5, 16, 16, 3) and not out.from_cache
+    assert tuple(int(v) for v in out.images[1, 8, 8]) == (0, 200, 90)  # a tench (label 0)
+    again = load_subset("imagenette", "val", 16, cache_dir=tmp_path,
+                        wnids=["n01440764", "n03000684"])
+    assert again.from_cache and len(calls) == 1  # the cache answers; the hub is not asked
+    assert torch.equal(again.images, out.images)
+
+
+def test_the_fastai_tarball_is_the_last_resort(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import datasets
+    from datasets.exceptions import DatasetNotFoundError
+    from PIL import Image
+
+    extracted = tmp_path / "extracted"
+    for split in ("train", "val"):
+        (extracted / "imagewoof2-160" / split / "n02086240").mkdir(parents=True)
+        Image.new("RGB", (20, 20), (9, 9, 9)).save(
+            extracted / "imagewoof2-160" / split / "n02086240" / "0.png"
+        )
+    _patch_load_dataset(monkeypatch, DatasetNotFoundError("the parquet export is gone"))
+    urls: list[str] = []
+
+    def download(self: Any, url: str) -> str:
+        urls.append(url)
+        return str(extracted)
+
+    monkeypatch.setattr(datasets.DownloadManager, "download_and_extract", download)
+    out = load_subset("imagewoof", "val", 16, cache_dir=tmp_path / "cache")
+    assert urls == ["https://s3.amazonaws.com/fast-ai-imageclas/imagewoof2-160.tgz"]
+    assert out.classes == ["Shih-Tzu"] and len(out) == 1

@@ -28,7 +28,6 @@ __all__ = [
     "classify_error",
     "hub_items",
     "hub_labels",
-    "offline_env",
     "open_hub",
     "unavailable",
 ]
@@ -53,7 +52,7 @@ _LAYOUT: Final[str] = (
 # --------------------------------------------------------------------------- errors
 
 
-def offline_env() -> list[str]:
+def _offline_env() -> list[str]:
     """The offline switches (``HF_HUB_OFFLINE``, ``HF_DATASETS_OFFLINE``) that are on."""
     return [
         v
@@ -129,7 +128,7 @@ def _todo(spec: SubsetSpec, reason: str) -> list[str]:
             f"https://huggingface.co/datasets/{spec.repo} with the same account; then retry"
         )
     if reason in ("offline", "error", "missing", "script"):
-        offline = offline_env()
+        offline = _offline_env()
         if offline:
             todo.append(
                 f"unset {' and '.join(offline)} (offline mode is on) and make sure the machine "
@@ -207,7 +206,7 @@ def open_hub(spec: SubsetSpec, split: str, resolution: int) -> Any:
     if spec.tarballs:
         url = _pick(spec.tarballs, resolution)
         what = f"fastai tarball {url} (via datasets.DownloadManager)"
-        if "offline" in reasons or offline_env():
+        if "offline" in reasons or _offline_env():
             attempts.append((what, "skipped: offline"))
         else:
             try:

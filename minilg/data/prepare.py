@@ -43,6 +43,7 @@ __all__ = [
     "class_folders",
     "decode_resize_crop",
     "find_split_dir",
+    "folder_items",
     "prepare_split",
     "scan_image_folder",
 ]
@@ -309,9 +310,7 @@ def prepare_split(
     if total == 0:
         raise DatasetUnavailableError(
             f"No images found for {name!r} split {split!r} in {source}.",
-            name=name,
-            reason="missing",
-            attempts=[(source, "no image files")],
+            name=name, reason="missing", attempts=[(source, "no image files")],
         )
     workers = num_workers or min(8, os.cpu_count() or 1)
     result = _decode_all(
@@ -319,16 +318,10 @@ def prepare_split(
     )
     skipped = result.skipped
     meta = {
-        "name": name,
-        "split": split,
-        "resolution": resolution,
-        "classes": classes,
-        "wnids": wnids,
-        "counts": np.bincount(result.labels, minlength=len(classes)).tolist(),
-        "num_images": int(result.labels.shape[0]),
-        "skipped": len(skipped),
-        "skipped_examples": skipped[:20],
-        "source": source,
+        "name": name, "split": split, "resolution": resolution, "classes": classes,
+        "wnids": wnids, "counts": np.bincount(result.labels, minlength=len(classes)).tolist(),
+        "num_images": int(result.labels.shape[0]), "skipped": len(skipped),
+        "skipped_examples": skipped[:20], "source": source,
     }
     save_cache(stem, result.images, result.labels, meta)
     del result  # close the memmap before reading the cache back
