@@ -361,9 +361,21 @@ def test_partial_files_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     )
 
 
-def test_skipped_images_leave_no_scratch_file(folder: Path, tmp_path: Path) -> None:
-    """The corrupt JPEG is skipped: the array is cut to the decoded prefix, atomically."""
-    ds = _load_folder(folder, tmp_path, resolution=16)
+def test_skipped_images_leave_no_scratch_file(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The corrupt JPEG is skipped: the array is cut to the decoded prefix, atomically, and
+    written once (save_cache keeps the memmap already in place)."""
+    import minilg.data.core as core
+
+    written: list[str] = []
+    real = core.atomic_write_with
+    monkeypatch.setattr(core, "atomic_write_with",
+                        lambda path, write: (written.append(Path(path).name), real(path, write)))
+    monkeypatch.chdir(tmp_path)  # a relative cache folder too
+    with pytest.warns(SkippedImagesWarning, match="skipped 1 unreadable"):
+        ds = load_subset("imagefolder", "train", 16, root=folder, cache_dir="cache")
+    assert [name.split(".", 1)[1] for name in written] == ["labels.npy"]
     assert ds.cache_path is not None and len(ds) == 8 and ds.skipped == 1
     stem = ds.cache_path.name[: -len(".json")]
     files = sorted(p.name for p in ds.cache_path.parent.iterdir())

@@ -177,14 +177,20 @@ def save_cache(
     """
     img_path, lab_path, json_path = _paths(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    on_disk = isinstance(images, np.memmap) and images.filename == os.path.abspath(img_path)
-    if not on_disk:
+    if not _is_file(images, img_path):
         atomic_write_with(img_path, lambda t: np.save(t, np.ascontiguousarray(images)))
     labels = labels.astype(np.int64)
     atomic_write_with(lab_path, lambda t: np.save(t, labels))  # t ends in .npy: kept as named
     checksum = array_digest(images, labels)
     write_json(json_path, {"format": CACHE_FORMAT, **meta, "checksum": checksum})
     return json_path
+
+
+def _is_file(images: npt.NDArray[np.uint8], path: Path) -> bool:
+    """Whether ``images`` is a memmap of the file at ``path`` (numpy keeps a ``str`` or a
+    resolved ``Path`` as its filename)."""
+    name = getattr(images, "filename", None)
+    return name is not None and path.is_file() and os.path.samefile(name, path)
 
 
 def images_path(stem: Path) -> Path:
