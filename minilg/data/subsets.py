@@ -55,6 +55,7 @@ from minilg.data.synthetic import (
     generate_synthetic,
     split_seed,
 )
+from minilg.errors import DatasetUnavailableError
 from minilg.io import atomic_write_text, write_json
 from minilg.validate import positive_int, whole_number
 
@@ -98,7 +99,7 @@ def _restrict(available: list[str], wnids: Sequence[str] | None, what: str) -> l
 # --------------------------------------------------------------------------- local folders
 
 
-def _missing_split(name: str, root: Path, split: str) -> Exception:
+def _missing_split(name: str, root: Path, split: str) -> DatasetUnavailableError:
     tried = f"local folder {root} (looked for {', '.join(f'{s}/' for s in SPLIT_DIRS[split])})"
     why = "folder does not exist" if not root.is_dir() else "no such split sub-folder"
     todo = [
