@@ -1,13 +1,15 @@
-"""Tests for minilg.data: folder preparation and caching, errors, synthetic data, augmentation.
+"""minilg.data: load_subset on local folders (registry, prepare, subsets) and the on-disk cache.
 
-No network: hub calls are monkeypatched to raise the exceptions ``datasets`` raises.
+Data is what it claims to be: shared class lists, images decoded as seen, verified caches
+prepared once and written atomically. The hub, the synthetic set and augmentation have their
+own files (test_data_hub.py, test_data_synthetic.py, test_data_augment.py).
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import shutil
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,27 +19,22 @@ import pytest
 import torch
 from PIL import Image
 
+from minilg.cli import main
 from minilg.data import (
     DatasetUnavailableError,
     ImageArrayDataset,
     SkippedImagesWarning,
-    generate_synthetic,
+    canonical_subset,
     list_subsets,
     load_subset,
 )
 from minilg.data import prepare as prepare_mod
-from minilg.data.augment import (
-    BatchAugment,
-    horizontal_flip,
-    mixup_cutmix,
-    normalize,
-    random_resized_crop,
-    smooth_targets,
-)
-from minilg.data.subsets import classify_error
-from minilg.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_WNIDS, split_seed
+from minilg.data.core import CacheWarning
+from minilg.data.prepare import EmptyClassWarning, decode_resize_crop
+from minilg.errors import DataError
 
 WNIDS = ["n03000684", "n01440764", "n02102040"]  # deliberately not sorted
+COLOURS = {"a": (250, 10, 10), "b": (10, 250, 10), "c": (10, 10, 250), "d": (250, 250, 10)}
 
 
 def _solid(colour: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> Image.Image:
@@ -63,13 +60,61 @@ def folder(tmp_path: Path) -> Path:
     return root
 
 
-def _load(folder: Path, tmp_path: Path, **kw: Any) -> ImageArrayDataset:
+def _load_folder(folder: Path, tmp_path: Path, **kw: Any) -> ImageArrayDataset:
+    """The ``folder`` fixture through load_subset, its one corrupt file's warning silenced."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SkippedImagesWarning)
         return load_subset("imagefolder", root=folder, cache_dir=tmp_path / "cache", **kw)
 
 
-# ------------------------------------------------------------------- folders and the cache
+def _layout(root: Path, layout: dict[str, list[str]], per_class: int = 2) -> Path:
+    """root/<split>/<class>/<j>.png, each image a solid colour of its class."""
+    for split, classes in layout.items():
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for j in range(per_class):
+                Image.new("RGB", (20, 20), COLOURS[c]).save(root / split / c / f"{j}.png")
+    return root
+
+
+def _load(root: Path, cache: Path, split: str = "train", **kw: Any) -> Any:
+    return load_subset("imagefolder", split, 16, root=root, cache_dir=cache, **kw)
+
+
+def _colour_of(ds: Any, i: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in ds.images[i, 8, 8])
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    assert {"synthetic", "imagenette", "tiny-imagenet", "imagenet-1k"} <= set(list_subsets())
+    assert canonical_subset(" Default ") == "synthetic" and canonical_subset("imagenet") == (
+        "imagenet-1k"
+    )
+    with pytest.raises(ValueError, match="unknown subset"):
+        load_subset("cifar-7", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"^split must be one of \('train', .*got split='test'$"):
+        load_subset("synthetic", "test", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="root"):
+        load_subset("imagefolder", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"^resolution must be an integer >= 8, got resolution=4$"):
+        load_subset("synthetic", resolution=4, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"^max_per_class must be a positive integer, got "):
+        load_subset("synthetic", max_per_class=0, cache_dir=tmp_path)
+    assert not list(tmp_path.iterdir())  # rejected before anything is written
+
+
+def test_missing_folder_message(tmp_path: Path) -> None:
+    with pytest.raises(DatasetUnavailableError) as info:
+        load_subset("imagefolder", root=tmp_path / "nowhere", cache_dir=tmp_path)
+    msg = str(info.value)
+    assert "nowhere" in msg and "train/" in msg and "synthetic" in msg
+    assert isinstance(info.value, RuntimeError) and info.value.reason == "missing"
+
+
+# ----------------------------------------------------------------------------- folders
 
 
 def test_imagefolder_prepare_and_cache(
@@ -106,7 +151,7 @@ def test_imagefolder_prepare_and_cache(
 
 
 def test_val_split_and_resize_crop(folder: Path, tmp_path: Path) -> None:
-    val = _load(folder, tmp_path, split="validation", resolution=24)
+    val = _load_folder(folder, tmp_path, split="validation", resolution=24)
     assert val.split == "val" and val.images.shape == (6, 24, 24, 3) and val.skipped == 0
     # a solid 40x30 image resized and centre-cropped stays that solid colour
     first = val.images[0].to(torch.int32)
@@ -120,310 +165,235 @@ def test_known_subset_from_root_gets_readable_names(folder: Path, tmp_path: Path
 
 
 def test_wnid_restriction(folder: Path, tmp_path: Path) -> None:
-    ds = _load(folder, tmp_path, resolution=16, wnids=["n03000684", "n01440764"])
+    ds = _load_folder(folder, tmp_path, resolution=16, wnids=["n03000684", "n01440764"])
     assert ds.wnids == ["n01440764", "n03000684"]
     assert ds.class_counts() == [2, 3]
     assert set(ds.labels.tolist()) == {0, 1}
     with pytest.raises(ValueError, match="n09999999"):
-        _load(folder, tmp_path, wnids=["n09999999"])
+        _load_folder(folder, tmp_path, wnids=["n09999999"])
 
 
 def test_max_per_class(folder: Path, tmp_path: Path) -> None:
-    ds = _load(folder, tmp_path, resolution=16, max_per_class=1)
+    ds = _load_folder(folder, tmp_path, resolution=16, max_per_class=1)
     assert ds.class_counts() == [1, 1, 1]
 
 
-def test_missing_folder_message(tmp_path: Path) -> None:
-    with pytest.raises(DatasetUnavailableError) as info:
-        load_subset("imagefolder", root=tmp_path / "nowhere", cache_dir=tmp_path)
-    msg = str(info.value)
-    assert "nowhere" in msg and "train/" in msg and "synthetic" in msg
-    assert isinstance(info.value, RuntimeError) and info.value.reason == "missing"
+# ----------------------------------------------------------------------------- class lists
 
 
-def test_bad_arguments(tmp_path: Path) -> None:
-    assert {"synthetic", "imagenette", "tiny-imagenet", "imagenet-1k"} <= set(list_subsets())
-    with pytest.raises(ValueError, match="unknown subset"):
-        load_subset("cifar-7", cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="split"):
-        load_subset("synthetic", "test", cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="root"):
-        load_subset("imagefolder", cache_dir=tmp_path)
+def test_a_class_missing_from_val_does_not_shift_the_labels(tmp_path: Path) -> None:
+    root = _layout(tmp_path / "d", {"train": ["a", "b", "c"], "val": ["a", "c"]})
+    train = _load(root, tmp_path / "cache")
+    with pytest.warns(EmptyClassWarning, match=r"no images for 1 class\(es\): \['b'\]"):
+        val = _load(root, tmp_path / "cache", "val")
+    assert train.classes == val.classes == ["a", "b", "c"]
+    assert val.labels.tolist() == [0, 0, 2, 2]  # 'c' keeps label 2 (it was 1 before the fix)
+    assert [_colour_of(val, i) for i in (0, 2)] == [COLOURS["a"], COLOURS["c"]]
+    assert val.class_counts() == [2, 0, 2]
 
 
-# ------------------------------------------------------------------- hub errors (no network)
-
-
-def _gated_error() -> Exception:
-    from datasets.exceptions import DatasetNotFoundError
-    from huggingface_hub.errors import GatedRepoError
-
-    # built without an HTTP response object (its __init__ wants one); only type and text matter
-    gated = GatedRepoError.__new__(GatedRepoError)
-    Exception.__init__(gated, "401 Client Error. Cannot access gated repo.")
-    try:
-        try:
-            raise gated
-        except GatedRepoError as inner:
-            raise DatasetNotFoundError(
-                "Dataset 'ILSVRC/imagenet-1k' is a gated dataset on the Hub. "
-                "You must be authenticated to access it."
-            ) from inner
-    except DatasetNotFoundError as exc:
-        out: Exception = exc
-    return out
-
-
-def _offline_error() -> Exception:
-    from huggingface_hub.errors import OfflineModeIsEnabled
-
-    try:
-        try:
-            raise OfflineModeIsEnabled("Cannot reach https://huggingface.co: offline mode")
-        except OfflineModeIsEnabled as inner:
-            raise ConnectionError(
-                "Couldn't reach 'zh-plus/tiny-imagenet' on the Hub (OfflineModeIsEnabled)"
-            ) from inner
-    except ConnectionError as exc:
-        return exc
-
-
-def _patch_load_dataset(monkeypatch: pytest.MonkeyPatch, exc: Exception) -> list[dict[str, Any]]:
-    import datasets
-
-    calls: list[dict[str, Any]] = []
-
-    def fake(**kwargs: Any) -> Any:
-        calls.append(kwargs)
-        raise exc
-
-    monkeypatch.setattr(datasets, "load_dataset", fake)
-    return calls
-
-
-def test_gated_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    calls = _patch_load_dataset(monkeypatch, _gated_error())
-    with pytest.raises(DatasetUnavailableError) as info:
-        load_subset("imagenet-1k", "val", cache_dir=tmp_path)
-    msg = str(info.value)
-    assert calls == [{"path": "ILSVRC/imagenet-1k", "split": "validation"}]
-    assert info.value.reason == "gated"
-    assert "ILSVRC/imagenet-1k" in msg  # what was tried
-    assert "You must be authenticated" in msg  # the original exception text
-    assert "huggingface-cli login" in msg and "accept the terms" in msg  # what to do
-    assert "https://huggingface.co/datasets/ILSVRC/imagenet-1k" in msg
-    assert "root=" in msg and "load_subset('synthetic')" in msg
-
-
-def test_offline_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    calls = _patch_load_dataset(monkeypatch, _offline_error())
-    with pytest.raises(DatasetUnavailableError) as info:
-        load_subset("tiny-imagenet", "val", cache_dir=tmp_path)
-    msg = str(info.value)
-    assert calls[0]["split"] == "valid"  # tiny-imagenet names its split "valid"
-    assert info.value.reason == "offline"
-    assert "zh-plus/tiny-imagenet" in msg and "OfflineModeIsEnabled" in msg
-    assert "unset HF_HUB_OFFLINE" in msg and "root=" in msg and "synthetic" in msg
-
-
-def test_script_repo_uses_parquet_export_then_skips_tarball_offline(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_an_extra_class_in_val_is_an_error_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    calls = _patch_load_dataset(monkeypatch, _offline_error())
-    with pytest.raises(DatasetUnavailableError) as info:
-        load_subset("imagenette", "val", 64, cache_dir=tmp_path)
-    assert calls == [
-        {
-            "path": "frgfm/imagenette",
-            "name": "160px",
-            "split": "validation",
-            "revision": "refs/convert/parquet",
-        }
-    ]
-    msg = str(info.value)
-    assert "imagenette2-160.tgz" in msg and "skipped: offline" in msg
-    assert "unset HF_DATASETS_OFFLINE" in msg
+    root = _layout(tmp_path / "d", {"train": ["a", "b"], "val": ["a", "b", "d"]})
+    with pytest.raises(DataError, match=r"has class folder\(s\) \['d'\] that the training split"):
+        _load(root, tmp_path / "cache", "val")
+    capsys.readouterr()
+    code = main(["train", "--data", "imagefolder", "--root", str(root), "--resolution", "16",
+                 "--batch-size", "2", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "['d'] that the training split lacks" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_missing_repo_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from datasets.exceptions import DatasetNotFoundError
-
-    exc = DatasetNotFoundError(
-        "Dataset 'clane9/imagenet-100' doesn't exist on the Hub or cannot be accessed."
-    )
-    _patch_load_dataset(monkeypatch, exc)
-    with pytest.raises(DatasetUnavailableError) as info:
-        load_subset("imagenet-100", cache_dir=tmp_path)
-    assert info.value.reason == "missing"
-    assert "doesn't exist on the Hub" in str(info.value)
-    assert len(info.value.attempts) == 1
+def test_empty_class_folders_are_reported(tmp_path: Path) -> None:
+    root = _layout(tmp_path / "d", {"train": ["a", "b"], "val": ["a", "b"]})
+    (root / "train" / "c").mkdir()
+    with pytest.warns(EmptyClassWarning, match=r"no images for 1 class\(es\): \['c'\]"):
+        ds = _load(root, tmp_path / "cache")
+    assert ds.classes == ["a", "b", "c"] and ds.class_counts() == [2, 2, 0]
 
 
-def test_classify_error() -> None:
-    assert classify_error(_gated_error()) == "gated"
-    assert classify_error(_offline_error()) == "offline"
-    script = RuntimeError("Dataset scripts are no longer supported, but found imagenette.py")
-    assert classify_error(script) == "script"
-    assert classify_error(ValueError("boom")) == "error"
+# ----------------------------------------------------------------------------- decoding
 
 
-@pytest.mark.slow
-def test_real_offline_mode_subprocess(tmp_path: Path) -> None:
-    """With HF_HUB_OFFLINE=1 set before import, datasets itself refuses: no network use."""
-    code = (
-        "from minilg.data import load_subset, DatasetUnavailableError\n"
-        "try:\n"
-        f"    load_subset('tiny-imagenet', 'val', cache_dir=r'{tmp_path}')\n"
-        "except DatasetUnavailableError as e:\n"
-        "    print('REASON', e.reason); print(e)\n"
-    )
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_HOME": str(tmp_path / "hf"),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-    }
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert "REASON offline" in out.stdout, out.stdout + out.stderr
-    assert "Couldn't reach" in out.stdout and "unset HF_HUB_OFFLINE" in out.stdout
+def test_a_16_bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    levels = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 257)  # 8-bit k -> 16-bit 257 k
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    out = decode_resize_crop(tmp_path / "deep.png", 16)
+    expected = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for channel in range(3):
+        assert np.array_equal(out[..., channel], expected)
 
 
-# ------------------------------------------------------------------- synthetic
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    img = Image.new("RGB", (32, 16), (0, 0, 255))  # wide: red top half, blue bottom half
+    img.paste((255, 0, 0), (0, 0, 32, 8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    img.save(tmp_path / "phone.jpg", quality=95, exif=exif.tobytes())
+    out = decode_resize_crop(tmp_path / "phone.jpg", 16).astype(int)
+    # displayed upright the picture is tall, with the red half on the right
+    left, right = out[:, :6].mean(axis=(0, 1)), out[:, 10:].mean(axis=(0, 1))
+    assert left[2] > 200 and left[0] < 50, left
+    assert right[0] > 200 and right[2] < 50, right
 
 
-def test_synthetic_generator_deterministic_and_balanced() -> None:
-    a_img, a_lab = generate_synthetic(80, 32, seed=3)
-    b_img, b_lab = generate_synthetic(80, 32, seed=3)
-    c_img, _ = generate_synthetic(80, 32, seed=4)
-    assert a_img.shape == (80, 32, 32, 3) and a_img.dtype == np.uint8
-    assert a_lab.dtype == np.int64
-    assert np.array_equal(a_img, b_img) and np.array_equal(a_lab, b_lab)
-    assert not np.array_equal(a_img, c_img)
-    assert np.bincount(a_lab).tolist() == [8] * len(SYNTHETIC_CLASSES)
-    big, _ = generate_synthetic(16, 64, seed=0)
-    assert big.shape == (16, 64, 64, 3)
+# ----------------------------------------------------------------------------- the cache
 
 
-def test_synthetic_subset(tmp_path: Path) -> None:
-    tr = load_subset("synthetic", "train", cache_dir=tmp_path, max_per_class=6, seed=1)
-    va = load_subset("default", "val", cache_dir=tmp_path, max_per_class=6, seed=1)
-    assert tr.images.shape == (60, 32, 32, 3) and tr.images.dtype == torch.uint8
-    assert tr.class_counts() == [6] * 10 and tr.num_classes == 10
-    assert tr.classes == list(SYNTHETIC_CLASSES) and tr.wnids == list(SYNTHETIC_WNIDS)
-    assert tr.name == "synthetic" and tr.split == "train" and va.split == "val"
-    assert split_seed(1, "train") != split_seed(1, "val")
-    assert not torch.equal(tr.images, va.images)
-    # same seed -> identical data (read back from the cache), and the PNG round trip is lossless
-    again = load_subset("synthetic", "train", cache_dir=tmp_path, max_per_class=6, seed=1)
-    assert again.from_cache and torch.equal(again.images, tr.images)
-    raw, raw_labels = generate_synthetic(60, 32, split_seed(1, "train"))
-    order = np.argsort(raw_labels, kind="stable")
-    assert np.array_equal(tr.labels.numpy(), raw_labels[order])
-    assert np.array_equal(tr.images.numpy(), raw[order])
-    res64 = load_subset("synthetic", "val", 64, cache_dir=tmp_path, max_per_class=2)
-    assert res64.images.shape == (20, 64, 64, 3)
+def test_a_stale_cache_is_rebuilt(tmp_path: Path) -> None:
+    root = _layout(tmp_path / "d", {"train": ["a", "b"]})
+    first = _load(root, tmp_path / "cache")
+    assert not first.from_cache and _load(root, tmp_path / "cache").from_cache
+    Image.new("RGB", (24, 20), COLOURS["d"]).save(root / "train" / "b" / "1.png")  # edited
+    again = _load(root, tmp_path / "cache")
+    assert not again.from_cache
+    assert _colour_of(again, 3) == COLOURS["d"] and _colour_of(first, 3) == COLOURS["b"]
+    (root / "train" / "b" / "2.png").write_bytes((root / "train" / "b" / "0.png").read_bytes())
+    assert len(_load(root, tmp_path / "cache")) == 5  # an added file is seen too
 
 
-# ------------------------------------------------------------------- augmentation
+@pytest.mark.parametrize("damage", ["flip a pixel", "truncate images", "labels out of range",
+                                    "garbled json"])
+def test_a_corrupt_cache_is_rebuilt_with_a_warning(damage: str, tmp_path: Path) -> None:
+    root = _layout(tmp_path / "d", {"train": ["a", "b"]})
+    good = _load(root, tmp_path / "cache")
+    assert good.cache_path is not None
+    stem = str(good.cache_path)[: -len(".json")]
+    images, labels = Path(stem + ".images.npy"), Path(stem + ".labels.npy")
+    if damage == "flip a pixel":
+        data = bytearray(images.read_bytes())
+        data[-5] ^= 0x55
+        images.write_bytes(bytes(data))
+    elif damage == "truncate images":
+        images.write_bytes(images.read_bytes()[:-100])
+    elif damage == "labels out of range":
+        np.save(labels, np.array([0, 0, 1, 7], dtype=np.int64))
+    else:
+        good.cache_path.write_text("{not json")
+    with pytest.warns(CacheWarning, match="ignoring the prepared cache .* it will be rebuilt"):
+        rebuilt = _load(root, tmp_path / "cache")
+    assert not rebuilt.from_cache
+    assert torch.equal(rebuilt.images, good.images) and torch.equal(rebuilt.labels, good.labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and the rebuilt cache is clean
+        assert _load(root, tmp_path / "cache").from_cache
 
 
-def _batch(b: int = 6, s: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (b, s, s, 3), generator=g, dtype=torch.uint8)
-    labels = torch.arange(b) % 4
-    return images, labels
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
 
-def test_batch_augment_shapes_dtype_determinism() -> None:
-    images, labels = _batch()
-    aug = BatchAugment(12, mixup_alpha=0.4, cutmix_alpha=1.0, label_smoothing=0.1)
-    x1, t1 = aug(images, labels, 4, torch.Generator().manual_seed(5), train=True)
-    x2, t2 = aug(images, labels, 4, torch.Generator().manual_seed(5), train=True)
-    x3, _ = aug(images, labels, 4, torch.Generator().manual_seed(6), train=True)
-    assert x1.shape == (6, 3, 12, 12) and x1.dtype == torch.float32
-    assert t1.shape == (6, 4) and t1.dtype == torch.float32
-    assert torch.equal(x1, x2) and torch.equal(t1, t2) and not torch.equal(x1, x3)
-    assert torch.allclose(t1.sum(1), torch.ones(6))
-    xe, te = aug(images, labels, 4, train=False)
-    assert xe.shape == (6, 3, 12, 12)
-    assert torch.equal(te, torch.nn.functional.one_hot(labels, 4).float())
+def test_a_copied_read_only_cache_loads_without_writing(tmp_path: Path) -> None:
+    root = _layout(tmp_path / "d", {"train": ["a", "b"]})
+    original = _load(root, tmp_path / "cache")
+    synth = load_subset("synthetic", "val", cache_dir=tmp_path / "cache", max_per_class=2)
+    shutil.copytree(tmp_path / "cache", tmp_path / "copy")
+    for folder in (tmp_path / "copy" / "synthetic").glob("folder-*"):
+        shutil.rmtree(folder)  # even the generated PNGs are not needed once prepared
+    for p in (tmp_path / "copy").rglob("*"):
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    before = _snapshot(tmp_path / "copy")
+    try:
+        copy = _load(root, tmp_path / "copy")
+        synth_copy = load_subset("synthetic", "val", cache_dir=tmp_path / "copy", max_per_class=2)
+        assert _snapshot(tmp_path / "copy") == before  # nothing written, no lock taken
+    finally:
+        for p in (tmp_path / "copy").rglob("*"):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    assert copy.from_cache and torch.equal(copy.images, original.images)
+    assert synth_copy.from_cache and torch.equal(synth_copy.images, synth.images)
 
 
-def test_normalize_and_eval_identity() -> None:
-    images, labels = _batch(s=8)
-    aug = BatchAugment(8, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    x, _ = aug(images, labels, 4, train=False)
-    expected = (images.permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
-    assert torch.allclose(x, expected, atol=1e-6)
-    z = normalize(torch.full((1, 3, 2, 2), 0.5), (0.5, 0.25, 0.0), (1.0, 0.5, 0.5))
-    assert torch.allclose(z[0, :, 0, 0], torch.tensor([0.0, 0.5, 1.0]))
-
-
-def test_random_resized_crop_full_box_is_identity() -> None:
-    x = torch.rand(3, 3, 10, 10)
-    out = random_resized_crop(x, 10, torch.Generator().manual_seed(0), (1.0, 1.0), (1.0, 1.0))
-    assert torch.allclose(out, x, atol=1e-5)
-    small = random_resized_crop(x, 5, torch.Generator().manual_seed(0))
-    assert small.shape == (3, 3, 5, 5)
-
-
-def test_flip_is_exact() -> None:
-    x = torch.rand(8, 3, 5, 7)
-    g = torch.Generator().manual_seed(0)
-    assert torch.equal(horizontal_flip(x, g, p=1.0), x.flip(-1))
-    assert torch.equal(horizontal_flip(x, g, p=0.0), x)
-    mixed = horizontal_flip(x, g, p=0.5)
-    flipped = [torch.equal(mixed[i], x[i].flip(-1)) for i in range(8)]
-    kept = [torch.equal(mixed[i], x[i]) for i in range(8)]
-    assert all(f or k for f, k in zip(flipped, kept, strict=True))
-    assert any(flipped) and any(kept)
-
-
-def test_smooth_targets_values() -> None:
-    t = smooth_targets(torch.tensor([2, 0]), 5, 0.1)
-    assert torch.allclose(t[0], torch.tensor([0.02, 0.02, 0.92, 0.02, 0.02]))
-    assert torch.allclose(t.sum(1), torch.ones(2))
-    assert torch.equal(smooth_targets(torch.tensor([1]), 3), torch.tensor([[0.0, 1.0, 0.0]]))
-
-
-def test_mixup_mixes_the_flipped_pair() -> None:
-    b, k = 4, 4
-    x = torch.rand(b, 3, 6, 6)
-    t = smooth_targets(torch.arange(b), k)
-    mixed, mt = mixup_cutmix(x, t, torch.Generator().manual_seed(1), mixup_alpha=0.4)
-    lam = float(mt[0, 0])
-    assert 0.0 <= lam <= 1.0
-    for i in range(b):
-        j = b - 1 - i
-        assert torch.allclose(mixed[i], lam * x[i] + (1 - lam) * x[j], atol=1e-6)
-        assert mt[i, i] == pytest.approx(lam) and mt[i, j] == pytest.approx(1 - lam)
-    assert torch.allclose(mt.sum(1), torch.ones(b))
-
-
-def test_cutmix_pastes_a_box_with_area_weight() -> None:
-    b, k = 4, 4
-    x = torch.rand(b, 3, 8, 8)
-    t = smooth_targets(torch.arange(b), k)
-    mixed, mt = mixup_cutmix(x, t, torch.Generator().manual_seed(3), cutmix_alpha=1.0)
-    from_other = (mixed[0] == x[3]).all(0) & (mixed[0] != x[0]).any(0)  # (H, W) pasted pixels
-    assert mt[0, 3] == pytest.approx(float(from_other.float().mean()))
-    assert torch.equal(mixed[0][:, ~from_other], x[0][:, ~from_other])
-    assert torch.allclose(mt.sum(1), torch.ones(b))
-
-
-def test_synthetic_cache_from_another_generator_version_is_not_reused(
+def test_concurrent_preparation_decodes_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A cache written by an older generator (another SYNTHETIC_VERSION) must be regenerated."""
-    import minilg.data.subsets as subsets
+    root = _layout(tmp_path / "d", {"train": ["a", "b", "c"]})
+    real = prepare_mod.decode_resize_crop
+    calls: list[Path] = []
 
-    monkeypatch.setattr(subsets, "SYNTHETIC_VERSION", 1)
-    old = load_subset("synthetic", "val", cache_dir=tmp_path, max_per_class=2)
-    monkeypatch.setattr(subsets, "SYNTHETIC_VERSION", 2)
-    new = load_subset("synthetic", "val", cache_dir=tmp_path, max_per_class=2)
-    assert not new.from_cache and old.cache_path != new.cache_path
+    def slow(source: Any, resolution: int) -> Any:
+        calls.append(source)
+        time.sleep(0.02)  # keep the first preparation busy while the second one arrives
+        return real(source, resolution)
+
+    monkeypatch.setattr(prepare_mod, "decode_resize_crop", slow)
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(_load(root, tmp_path / "cache")))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 6  # six images, decoded once in all
+    assert sorted(r.from_cache for r in results) == [False, True]
+    assert torch.equal(results[0].images, results[1].images)
+
+
+def test_partial_files_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _layout(tmp_path / "d", {"train": ["a", "b"]})
+    cache = tmp_path / "cache"
+
+    def killed(source: Any, resolution: int) -> Any:
+        raise KeyboardInterrupt  # interrupted while decoding
+
+    monkeypatch.setattr(prepare_mod, "decode_resize_crop", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _load(root, cache)
+    ds_dir = cache / "imagefolder"
+    (lock,) = ds_dir.glob("*.lock")
+    assert sorted(p.name for p in ds_dir.iterdir()) == [lock.name]  # nothing but the lock
+    monkeypatch.undo()
+    # the temporary files of a process killed with SIGKILL (named like atomic_write_with's,
+    # and the scratch copy of a prefix): removed by the next preparation
+    stem = lock.name[: -len(".lock")]
+    orphans = [ds_dir / f".{stem}.images.npy.x1y2z3.tmp.npy",
+               ds_dir / f".{stem}.images.npy.x1y2z3.tmp.npy.full",
+               ds_dir / f".{stem}.labels.npy.a1b2c3.tmp.npy"]
+    for orphan in orphans:
+        orphan.write_bytes(b"half")
+    assert len(_load(root, cache)) == 4
+    assert not any(orphan.exists() for orphan in orphans)
+    assert sorted(p.name for p in ds_dir.iterdir()) == sorted(
+        [lock.name] + [f"{stem}.{end}" for end in ("images.npy", "labels.npy", "json")]
+    )
+
+
+def test_skipped_images_leave_no_scratch_file(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The corrupt JPEG is skipped: the array is cut to the decoded prefix, atomically, and
+    written once (save_cache keeps the memmap already in place)."""
+    import minilg.data.core as core
+
+    written: list[str] = []
+    real = core.atomic_write_with
+    monkeypatch.setattr(core, "atomic_write_with",
+                        lambda path, write: (written.append(Path(path).name), real(path, write)))
+    monkeypatch.chdir(tmp_path)  # a relative cache folder too
+    with pytest.warns(SkippedImagesWarning, match="skipped 1 unreadable"):
+        ds = load_subset("imagefolder", "train", 16, root=folder, cache_dir="cache")
+    assert [name.split(".", 1)[1] for name in written] == ["labels.npy"]
+    assert ds.cache_path is not None and len(ds) == 8 and ds.skipped == 1
+    stem = ds.cache_path.name[: -len(".json")]
+    files = sorted(p.name for p in ds.cache_path.parent.iterdir())
+    assert files == sorted(f"{stem}.{end}" for end in ("images.npy", "json", "labels.npy", "lock"))
+    assert np.load(ds.cache_path.parent / f"{stem}.images.npy").shape == (8, 16, 16, 3)
+
+
+def test_an_unwritable_cache_folder_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _layout(tmp_path / "d", {"train": ["a", "b"], "val": ["a", "b"]})
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DataError, match="is not writable"):
+        _load(root, blocker / "cache")
+    monkeypatch.setenv("MINILG_CACHE", str(blocker / "cache"))
+    capsys.readouterr()
+    code = main(["train", "--data", "imagefolder", "--root", str(root), "--resolution", "16",
+                 "--batch-size", "2", "--out", "none"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "set MINILG_CACHE" in err, err

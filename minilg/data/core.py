@@ -1,33 +1,40 @@
-"""Core types of :mod:`minilg.data`: the in-memory dataset, the error, and the on-disk cache.
+"""Core of :mod:`minilg.data`: the in-memory dataset and the on-disk cache of prepared splits.
 
-A prepared split is three files in the cache directory, sharing one stem::
+A prepared split is three files in the cache directory, sharing one stem
+(:func:`cache_stem`: ``<cache_dir>/<name>/<split>-<R>px-<digest of the selection>``)::
 
     <stem>.images.npy   uint8 (N, H, W, 3), RGB, H == W == resolution
     <stem>.labels.npy   int64 (N,)
     <stem>.json         classes, wnids, per-class counts, skipped files, source, checksum
 
-Each file is written to a temporary name and moved into place; the JSON comes last, so a
-half-written cache is never mistaken for a complete one. Loading checks the arrays against the
-JSON (shapes, label range, class count, per-class counts, checksum) and treats a mismatch as no
-cache.
+Each file is written through :func:`minilg.io.atomic_write_with` (a temporary name, then moved
+into place); the JSON comes last, so a half-written cache is never mistaken for a complete one.
+Loading checks the arrays against the JSON (shapes, label range, class count, per-class counts,
+checksum) and treats a mismatch as no cache. :func:`cached_or_built` prepares a split at most
+once across processes, under ``<stem>.lock``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import hashlib
 import json
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import torch
+from filelock import FileLock
 
-from minilg.io import atomic_write_with
+from minilg.errors import DataError
+from minilg.io import atomic_write_with, write_json
 
 __all__ = [
     "CACHE_FORMAT",
@@ -35,13 +42,15 @@ __all__ = [
     "ImageArrayDataset",
     "SkippedImagesWarning",
     "array_digest",
+    "cache_stem",
+    "cached_or_built",
     "default_cache_dir",
+    "images_path",
     "load_cache",
     "save_cache",
 ]
 
 CACHE_FORMAT: Final[int] = 2
-_T = TypeVar("_T")
 
 
 class SkippedImagesWarning(UserWarning):
@@ -123,6 +132,14 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "minilg"
 
 
+def cache_stem(
+    cache_dir: Path, name: str, split: str, resolution: int, key: dict[str, Any]
+) -> Path:
+    """The cache stem of one selection: ``key`` (JSON-able) names what was selected."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir / name / f"{split}-{resolution}px-{digest}"
+
+
 def _paths(stem: Path) -> tuple[Path, Path, Path]:
     return (
         stem.with_name(stem.name + ".images.npy"),
@@ -154,26 +171,26 @@ def save_cache(
 ) -> Path:
     """Write a prepared split next to ``stem``; returns the JSON path.
 
-    ``images`` may be a memmap already sitting at the images path (then it is just flushed).
+    ``images`` may be a memmap already sitting, complete, at the images path (then it is kept).
     The JSON, written last, carries :func:`array_digest` of the arrays; :func:`load_cache`
     checks it.
     """
     img_path, lab_path, json_path = _paths(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    if not (isinstance(images, np.memmap) and Path(str(images.filename)) == img_path):
-        atomic_write_with(img_path, lambda t: _save_npy(t, np.ascontiguousarray(images)))
-    elif isinstance(images, np.memmap):
-        images.flush()
+    if not _is_file(images, img_path):
+        atomic_write_with(img_path, lambda t: np.save(t, np.ascontiguousarray(images)))
     labels = labels.astype(np.int64)
-    atomic_write_with(lab_path, lambda t: _save_npy(t, labels))
-    full = {"format": CACHE_FORMAT, **meta, "checksum": array_digest(images, labels)}
-    atomic_write_with(json_path, lambda t: t.write_text(json.dumps(full, indent=1)))
+    atomic_write_with(lab_path, lambda t: np.save(t, labels))  # t ends in .npy: kept as named
+    checksum = array_digest(images, labels)
+    write_json(json_path, {"format": CACHE_FORMAT, **meta, "checksum": checksum})
     return json_path
 
 
-def _save_npy(path: Path, array: npt.NDArray[Any]) -> None:
-    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a name
-        np.save(f, array)
+def _is_file(images: npt.NDArray[np.uint8], path: Path) -> bool:
+    """Whether ``images`` is a memmap of the file at ``path`` (numpy keeps a ``str`` or a
+    resolved ``Path`` as its filename)."""
+    name = getattr(images, "filename", None)
+    return name is not None and path.is_file() and os.path.samefile(name, path)
 
 
 def images_path(stem: Path) -> Path:
@@ -241,3 +258,51 @@ def load_cache(stem: Path, *, mmap: bool = False) -> ImageArrayDataset | None:
         from_cache=True,
         cache_path=json_path,
     )
+
+
+@contextlib.contextmanager
+def _cache_lock(stem: Path) -> Iterator[None]:
+    """Hold ``<stem>.lock`` (an OS lock that dies with its process) while preparing ``stem``."""
+    try:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(stem) + ".lock")
+        lock.acquire()
+    except OSError as e:
+        raise DataError(
+            f"the cache folder {stem.parent} is not writable ({e.strerror or e}): set "
+            "MINILG_CACHE (or cache_dir=) to a writable folder"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _remove_leftovers(stem: Path) -> None:
+    """Delete the temporary files of a killed preparation of ``stem`` (the caller holds its
+    lock, so no live writer owns them). :func:`minilg.io.atomic_write_with` names them
+    ``.<target name>.<random>.tmp<suffix>``."""
+    for leftover in stem.parent.glob("." + glob.escape(stem.name) + ".*.tmp*"):
+        leftover.unlink(missing_ok=True)
+
+
+def cached_or_built(
+    stem: Path, mmap: bool, build: Callable[[Path], ImageArrayDataset]
+) -> ImageArrayDataset:
+    """The valid cache at ``stem``, else ``build(stem)`` under the cache lock (one process
+    prepares, the others wait and load its result); leftovers of killed preparations go first.
+
+    Raises:
+        DataError: the cache folder is not writable (a valid cache there still loads).
+    """
+    cached = load_cache(stem, mmap=mmap)
+    if cached is not None:
+        return cached
+    with _cache_lock(stem):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CacheWarning)  # already said above
+            cached = load_cache(stem, mmap=mmap)
+        if cached is not None:
+            return cached
+        _remove_leftovers(stem)
+        return build(stem)

@@ -33,7 +33,7 @@ from minilg.data.core import (
     save_cache,
 )
 from minilg.errors import DataError, DatasetUnavailableError
-from minilg.io import progress
+from minilg.io import atomic_write_with, progress
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -43,6 +43,7 @@ __all__ = [
     "class_folders",
     "decode_resize_crop",
     "find_split_dir",
+    "folder_items",
     "prepare_split",
     "scan_image_folder",
 ]
@@ -199,38 +200,48 @@ def _decode_all(
     desc: str,
     num_workers: int,
 ) -> _Result:
-    """Decode ``items`` (source, label, display name) into a memmap at ``out_path``.
+    """Decode ``items`` (source, label, display name) into the images array at ``out_path``.
 
-    The images go to ``<out_path>.<pid>.partial.npy`` first (unique per process), which is
-    removed if anything fails; only a complete array is moved to ``out_path``.
+    The array is filled as a memmap (it may not fit in memory) through
+    :func:`minilg.io.atomic_write_with`: in a temporary file beside ``out_path``, removed if
+    anything fails; only a complete array is moved into place. When images were skipped, the
+    decoded prefix is copied into a file of the right length first.
     """
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_path.with_name(f"{out_path.name}.{os.getpid()}.partial.npy")
-    buf = np.lib.format.open_memmap(
-        tmp_path, mode="w+", dtype=np.uint8, shape=(max(total, 1), resolution, resolution, 3)
-    )
+    shape = (resolution, resolution, 3)
     labels = np.empty(total, dtype=np.int64)
-    try:
+    done: list[tuple[list[str], int]] = []  # (skipped, count), set by write
+
+    def write(tmp: Path) -> None:
+        buf = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(max(total, 1), *shape)
+        )
         skipped, count = _fill(buf, labels, items, total, resolution, desc, num_workers)
         buf.flush()
-        if count == total:
-            del buf
-            os.replace(tmp_path, out_path)
-            images = np.load(out_path, mmap_mode="r+")
-        else:  # compact: keep the decoded prefix only
-            images = np.lib.format.open_memmap(
-                out_path, mode="w+", dtype=np.uint8, shape=(count, resolution, resolution, 3)
-            )
-            for start in range(0, count, 4096):
-                stop = min(start + 4096, count)
-                images[start:stop] = buf[start:stop]
-            images.flush()
-            del buf
-            tmp_path.unlink()
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+        del buf
+        if count < total:
+            _keep_prefix(tmp, count, shape)
+        done.append((skipped, count))
+
+    atomic_write_with(out_path, write)
+    skipped, count = done[0]
+    images = np.load(out_path, mmap_mode="r")
     return _Result(images=images, labels=labels[:count], skipped=skipped)
+
+
+def _keep_prefix(path: Path, count: int, shape: tuple[int, int, int]) -> None:
+    """Replace the uint8 ``.npy`` at ``path`` by its first ``count`` rows (copied through a
+    scratch file beside it, which is always removed)."""
+    full_path = path.with_name(path.name + ".full")
+    path.replace(full_path)
+    try:
+        full = np.load(full_path, mmap_mode="r")
+        kept = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, *shape))
+        for start in range(0, count, 4096):
+            kept[start : start + 4096] = full[start : min(start + 4096, count)]
+        kept.flush()
+        del full, kept
+    finally:
+        full_path.unlink(missing_ok=True)
 
 
 def _fill(
@@ -299,34 +310,25 @@ def prepare_split(
     if total == 0:
         raise DatasetUnavailableError(
             f"No images found for {name!r} split {split!r} in {source}.",
-            name=name,
-            reason="missing",
-            attempts=[(source, "no image files")],
+            name=name, reason="missing", attempts=[(source, "no image files")],
         )
     workers = num_workers or min(8, os.cpu_count() or 1)
     result = _decode_all(
         items, total, resolution, images_path(stem), f"{name}/{split} {resolution}px", workers
     )
-    counts = np.bincount(result.labels, minlength=len(classes))
+    skipped = result.skipped
     meta = {
-        "name": name,
-        "split": split,
-        "resolution": resolution,
-        "classes": classes,
-        "wnids": wnids,
-        "counts": [int(c) for c in counts],
-        "num_images": int(result.labels.shape[0]),
-        "skipped": len(result.skipped),
-        "skipped_examples": result.skipped[:20],
-        "source": source,
+        "name": name, "split": split, "resolution": resolution, "classes": classes,
+        "wnids": wnids, "counts": np.bincount(result.labels, minlength=len(classes)).tolist(),
+        "num_images": int(result.labels.shape[0]), "skipped": len(skipped),
+        "skipped_examples": skipped[:20], "source": source,
     }
     save_cache(stem, result.images, result.labels, meta)
-    del result
-    if meta["skipped"]:
-        shown = "; ".join(meta["skipped_examples"][:3])  # type: ignore[index]
+    del result  # close the memmap before reading the cache back
+    if skipped:
         warnings.warn(
-            f"{name}/{split}: skipped {meta['skipped']} unreadable image(s) of {total} "
-            f"(e.g. {shown}). They are left out of the cache.",
+            f"{name}/{split}: skipped {len(skipped)} unreadable image(s) of {total} "
+            f"(e.g. {'; '.join(skipped[:3])}). They are left out of the cache.",
             SkippedImagesWarning,
             stacklevel=3,
         )

@@ -72,6 +72,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from minilg.validate import whole_number
+
 __all__ = [
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_SIZES",
@@ -132,8 +134,8 @@ def generate_synthetic(
         images: uint8 array (n, resolution, resolution, 3), RGB.
         labels: int64 array (n,), values in [0, 10).
     """
-    if resolution < 16:
-        raise ValueError(f"resolution must be >= 16, got {resolution}")
+    whole_number(n, "n")
+    whole_number(resolution, "resolution", minimum=16)
     rng = np.random.default_rng(seed)
     num_classes = len(SYNTHETIC_CLASSES)
     r = resolution
