@@ -159,7 +159,7 @@ def _check_floats(cfg: TrainConfig) -> None:
 
 
 def _check_choices(cfg: TrainConfig) -> None:
-    from minilg.data.subsets import canonical_subset
+    from minilg.data import canonical_subset
 
     for name in ("model", "data", "device", "amp"):
         if not isinstance(getattr(cfg, name), str) or not getattr(cfg, name):

@@ -9,7 +9,7 @@ from typing import Any
 
 from minilg.data import load_subset
 from minilg.data.core import ImageArrayDataset
-from minilg.data.subsets import canonical_subset
+from minilg.data import canonical_subset
 from minilg.errors import CheckpointError, ConfigError
 from minilg.train import _subset, evaluate, locate_checkpoint, model_from_weights
 from minilg.training import distributed as ddp
