@@ -1,4 +1,4 @@
-"""Train and evaluate minilg models: one config dataclass, one loop you can read in one sitting.
+"""Train minilg models: one config dataclass, one loop you can read in one sitting.
 
     python -m minilg train --model swin_mini --data synthetic --epochs 10 --out runs/swin
     python -m minilg train --out runs/swin --resume            # continue a stopped run exactly
@@ -12,7 +12,9 @@ or from Python::
     result = train(TrainConfig(model="swin_mini", epochs=5, out=None))
     result.history[-1]["val_top1"]
 
-How the loop works (everything below is in :func:`train`):
+How the loop works (:func:`train` here; the run's state, how it is built, saved and restored, in
+:mod:`minilg.training.state`; evaluation in :mod:`minilg.training.evaluation`; rebuilding a model
+from its weights, :func:`load_model`, in :mod:`minilg.training.loading`):
 
 * **Checks first** -- every option is range-checked when the :class:`TrainConfig` is built; the
   model and its ``model_kwargs`` (built on the meta device), the device and the ``out`` folder
