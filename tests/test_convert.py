@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 import minilg
 from minilg.attention.window import WindowAttention
+from minilg.cli import main
 from minilg.convert import (
     Conversion,
     ConversionError,
@@ -33,7 +34,6 @@ from minilg.convert import (
     from_official,
     read_official_yaml,
 )
-from minilg.convert.cli import cli_convert
 from minilg.convert.swin import (
     OFFICIAL_DEFAULTS,
     minilg_config,
@@ -410,7 +410,7 @@ def test_official_yaml_maps_to_constructor_arguments(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- command line
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = cli_convert(argv)
+    code = main(["convert", *argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

@@ -200,15 +200,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return folder
 
 
-def legacy_files(run_dir: str | Path) -> bool:
-    """Whether ``run_dir`` holds a checkpoint in the old two-file layout (minilg 0.1)."""
-    d = Path(run_dir)
-    return (d / WEIGHTS_FILE).is_file() or (d / STATE_FILE).is_file()
-
-
 def has_checkpoint(run_dir: str | Path) -> bool:
-    """Whether ``run_dir`` holds a checkpoint (current layout or the old two-file one)."""
-    return (_ckpt_root(run_dir) / LATEST_FILE).is_file() or legacy_files(run_dir)
+    """Whether ``run_dir`` holds a checkpoint (``checkpoints/LATEST``)."""
+    return (_ckpt_root(run_dir) / LATEST_FILE).is_file()
 
 
 def clean_orphans(run_dir: str | Path) -> list[str]:
