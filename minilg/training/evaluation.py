@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minilg.data import load_subset
+from minilg.data import canonical_subset, load_subset
 from minilg.data.augment import BatchAugment
 from minilg.data.core import ImageArrayDataset
-from minilg.data import canonical_subset
 from minilg.errors import CheckpointError, ConfigError
 from minilg.training import distributed as ddp
 from minilg.training.checkpoint import read_weights_metadata
