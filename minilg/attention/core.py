@@ -216,8 +216,9 @@ class AttentionMixer(TokenMixer):
         _, k, v = self.project_qkv(x)
         return k, v
 
-    def attend(self, q: Tensor, *sources: KeySource) -> Tensor:
-        """Grouped queries ``(B, G, Tq, C)`` over ``sources`` -> ``(B, G, Tq, C)``, unprojected."""
+    def attention(self, q: Tensor, *sources: KeySource) -> Tensor:
+        """:func:`attend` with this mixer's heads: grouped queries ``(B, G, Tq, C)`` over
+        ``sources`` -> ``(B, G, Tq, C)``, unprojected."""
         return attend(q, sources, self.heads)
 
     def projection_macs(self, tokens: int) -> int:

@@ -265,7 +265,7 @@ class GlanceGazeAttention(AttentionMixer):
         partition = effective_partition(size, self.partition)
         q, k, v = (dilated_split(t, partition) for t in (q, k, v))  # (B, d_h d_w, M'^2, C)
         bias = self.position_bias(partition) if self.position_bias is not None else None
-        out = self.attend(q, KeySource(k, v, bias, self.partition_mask(size, q.device)))
+        out = self.attention(q, KeySource(k, v, bias, self.partition_mask(size, q.device)))
         return dilated_merge(out, partition, size)
 
     def gaze_convolution(self, v: Tensor) -> Tensor:

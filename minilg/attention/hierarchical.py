@@ -294,14 +294,14 @@ class HierarchicalAttention(AttentionMixer):
         _, height, _, _ = a1.shape
         k, v = self.project_kv(rearrange(self.pooled_tokens(a1), "b h w c -> b 1 (h w) c"))
         q = self.q(rearrange(a1, "b h w c -> b 1 (h w) c"))
-        out = self.attend(q, KeySource(k, v))
+        out = self.attention(q, KeySource(k, v))
         return rearrange(out, "b 1 (h w) c -> b h w c", h=height)
 
     def full_attention(self, normed: Tensor) -> Tensor:
         """``G1 = 1``: plain MHSA (Eq. 2) over all tokens, unprojected."""
         _, height, _, _ = normed.shape
         q, k, v = self.project_qkv(rearrange(normed, "b h w c -> b 1 (h w) c"))
-        return rearrange(self.attend(q, KeySource(k, v)), "b 1 (h w) c -> b h w c", h=height)
+        return rearrange(self.attention(q, KeySource(k, v)), "b 1 (h w) c -> b h w c", h=height)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)

@@ -67,7 +67,7 @@ class SpatialReductionAttention(AttentionMixer):
         height = x.shape[1]
         q = self.q(rearrange(x, "b h w c -> b 1 (h w) c"))  # one group: every token
         k, v = self.project_kv(self.reduced_tokens(x)[:, None])
-        out: Tensor = self.proj(self.attend(q, KeySource(k, v)))
+        out: Tensor = self.proj(self.attention(q, KeySource(k, v)))
         return rearrange(out, "b 1 (h w) c -> b h w c", h=height)
 
     def macs(self, height: int, width: int) -> int:

@@ -27,7 +27,7 @@ from minilg.attention.grouping import (
     allowed_from_labels,
     pad_to_multiple,
     padded_size,
-    padding_labels,
+    shifted_window_labels,
     window_labels,
     window_partition,
     window_reverse,
@@ -44,30 +44,6 @@ def window_msa_macs(height: int, width: int, dim: int, window: tuple[int, int]) 
     tokens = height * width
     projections = linear_macs(tokens, dim, 3 * dim) + linear_macs(tokens, dim, dim)
     return projections + attention_macs(mh * mw, mh * mw, dim) * (padded_tokens // (mh * mw))
-
-
-def shifted_window_labels(
-    size: tuple[int, int], window: tuple[int, int], shift: tuple[int, int]
-) -> Tensor:
-    """Region labels of the rolled, padded map ``(Hp, Wp)``: ``-1`` padding, else region id.
-
-    After rolling by ``-shift`` each axis has three bands (Swin's ``img_mask``): tokens that were
-    inside ``[0, Hp - M)``, the band ``[Hp - M, Hp - s)`` and the wrapped band ``[Hp - s, Hp)``.
-    Two tokens may attend to each other only if both bands (rows and columns) agree.
-    """
-    labels = padding_labels(size, window)
-    hp, wp = labels.shape
-
-    def bands(length: int, m: int, s: int) -> Tensor:
-        band = torch.zeros(length, dtype=torch.long)
-        if s > 0:
-            band[length - m : length - s] = 1
-            band[length - s :] = 2
-        return band
-
-    region = bands(hp, window[0], shift[0])[:, None] * 3 + bands(wp, window[1], shift[1])[None, :]
-    rolled_padding = torch.roll(labels, shifts=(-shift[0], -shift[1]), dims=(0, 1))
-    return torch.where(rolled_padding < 0, rolled_padding, region)
 
 
 class WindowAttention(AttentionMixer):
@@ -159,7 +135,7 @@ class WindowAttention(AttentionMixer):
         q, k, v = grouped.chunk(3, dim=-1)  # each (B, nW, M*M, C)
         bias = self.position_bias(window) if self.position_bias is not None else None
         allowed = self.window_mask((height, width), x.device)
-        out = self.attend(q, KeySource(k, v, bias, allowed))
+        out = self.attention(q, KeySource(k, v, bias, allowed))
         if shift != (0, 0):  # back to the map, rolled back by +shift: the inverse gather
             tokens = rearrange(out, "b g t c -> b (g t) c")[:, inverse]
             out = rearrange(tokens, "b (h w) c -> b h w c", h=padded[0])
