@@ -37,6 +37,12 @@ def padded_size(size: int, multiple: int) -> int:
     return -(-size // multiple) * multiple
 
 
+def clip_to_map(window: Pair, size: Pair) -> Pair:
+    """A window (or grid, or pool size) no larger than the ``(H, W)`` map, per axis (Swin's rule:
+    a larger one would only add padding)."""
+    return min(window[0], size[0]), min(window[1], size[1])
+
+
 def pad_to_multiple(x: Tensor, window: Pair) -> Tensor:
     """Zero-pad ``(B, H, W, C)`` on the bottom/right so H and W are multiples of ``window``."""
     _, h, w, _ = x.shape
@@ -263,7 +269,8 @@ def allowed_from_labels(labels: Tensor) -> Tensor:
 
 
 __all__ = [
-    "PoolMode", "SubWindowPool", "allowed_from_labels", "dilated_merge", "dilated_split",
+    "PoolMode", "SubWindowPool", "allowed_from_labels", "clip_to_map", "dilated_merge",
+    "dilated_split",
     "gather_rows", "label_mask", "neighbourhood", "neighbourhood_labels", "pad_to_multiple",
     "padded_size", "padding_labels", "shifted_window_labels", "subwindow_pool", "window_labels",
     "window_partition", "window_reverse",

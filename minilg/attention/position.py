@@ -17,6 +17,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from minilg.validate import as_pair
+
 
 def relative_position_index(
     query_grid: tuple[int, int],
@@ -62,13 +64,9 @@ class RelativePositionBias(nn.Module):
         self, heads: int, query_grid: tuple[int, int], key_grid: tuple[int, int] | None = None
     ) -> None:
         super().__init__()
-        key_grid = key_grid if key_grid is not None else query_grid
-        if min(*query_grid, *key_grid) < 1:
-            raise ValueError(
-                f"query_grid and key_grid must be positive, got {query_grid} and {key_grid}"
-            )
-        self.query_grid = query_grid
-        self.key_grid = key_grid
+        self.query_grid = as_pair(query_grid, "query_grid")
+        self.key_grid = self.query_grid if key_grid is None else as_pair(key_grid, "key_grid")
+        query_grid, key_grid = self.query_grid, self.key_grid
         rows = (query_grid[0] + key_grid[0] - 1) * (query_grid[1] + key_grid[1] - 1)
         self.bias_table = nn.Parameter(torch.empty(rows, heads))
         nn.init.trunc_normal_(self.bias_table, std=0.02)

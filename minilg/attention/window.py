@@ -25,6 +25,7 @@ from torch import Tensor
 from minilg.attention.core import AttentionMixer, KeySource, attention_macs, linear_macs
 from minilg.attention.grouping import (
     allowed_from_labels,
+    clip_to_map,
     pad_to_multiple,
     padded_size,
     shifted_window_labels,
@@ -39,7 +40,7 @@ from minilg.validate import as_pair, check_size
 def window_msa_macs(height: int, width: int, dim: int, window: tuple[int, int]) -> int:
     """``4 N C^2 + 2 M^2 Np C``: projections on ``N = HW`` tokens, attention on ``Np = HpWp``."""
     height, width = check_size(height, width)
-    mh, mw = min(window[0], height), min(window[1], width)
+    mh, mw = clip_to_map(window, (height, width))
     padded_tokens = padded_size(height, mh) * padded_size(width, mw)
     tokens = height * width
     projections = linear_macs(tokens, dim, 3 * dim) + linear_macs(tokens, dim, dim)
@@ -69,15 +70,15 @@ class WindowAttention(AttentionMixer):
     ) -> None:
         super().__init__(dim, heads, qkv_bias=qkv_bias)
         self.window = as_pair(window, "window")
-        shift_pair = as_pair(shift, "shift", minimum=0)
-        if not all(s < m for s, m in zip(shift_pair, self.window, strict=True)):
-            raise ValueError(f"shift must satisfy 0 <= shift < window={self.window}, got {shift}")
-        self.shift = shift_pair
+        self.shift = as_pair(shift, "shift", minimum=0)
+        if not all(s < m for s, m in zip(self.shift, self.window, strict=True)):
+            raise ValueError(f"shift must be an integer or pair with 0 <= shift < "
+                             f"window={self.window}, got shift={shift!r}")
         self.position_bias = RelativePositionBias(heads, self.window) if position_bias else None
 
     def effective(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """Window and shift used on an ``height x width`` map (clipped to the map, Swin rule)."""
-        window = (min(self.window[0], height), min(self.window[1], width))
+        window = clip_to_map(self.window, (height, width))
         shift = (
             self.shift[0] if height > self.window[0] else 0,
             self.shift[1] if width > self.window[1] else 0,
