@@ -75,11 +75,10 @@ from torch import Tensor, nn
 
 from minilg.attention.core import AttentionMixer, KeySource, attention_macs, linear_macs
 from minilg.attention.grouping import (
-    SubWindowPool,
+    Pooling,
     gather_rows,
     neighbourhood_labels,
     padded_size,
-    subwindow_pool,
     window_partition,
     window_reverse,
 )
@@ -95,9 +94,7 @@ POOL: tuple[str, ...] = get_args(Pool)
 Level = tuple[int, int]
 
 
-# --------------------------------------------------------------------------------------------
-# Focal levels (Sec. 3.2.1)
-# --------------------------------------------------------------------------------------------
+# --- Focal levels (Sec. 3.2.1) --------------------------------------------------------------------
 
 
 def check_levels(window: int, levels: Sequence[Sequence[int]]) -> tuple[Level, ...]:
@@ -137,9 +134,7 @@ def ring_width(window: int, level: Level) -> int:
     return (level[1] - window // level[0]) // 2
 
 
-# --------------------------------------------------------------------------------------------
-# Cost (Sec. 3.2.2)
-# --------------------------------------------------------------------------------------------
+# --- Cost (Sec. 3.2.2) ----------------------------------------------------------------------------
 
 
 def focal_keys(window: int, levels: Sequence[Level], follow: Follow = "paper") -> tuple[int, ...]:
@@ -164,30 +159,7 @@ def focal_macs(height: int, width: int, dim: int, window: int, levels: Sequence[
     return total + (padded // window**2) * attention_macs(window**2, keys, dim)
 
 
-# --------------------------------------------------------------------------------------------
-# Sub-window pooling (Eq. 1)
-# --------------------------------------------------------------------------------------------
-
-
-class Pooling(nn.Module):
-    """Sub-window pooling of one level (Eq. 1): learned (``"fc"``), ``"mean"`` or ``"max"``."""
-
-    def __init__(self, size: int, mode: Pool) -> None:
-        super().__init__()
-        self.size, self.mode = (size, size), mode
-        self.fc = SubWindowPool(self.size) if mode == "fc" else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, Hp, Wp, C) -> (B, Hp/s_w, Wp/s_w, C)``; ``Hp, Wp`` are multiples of ``s_w``."""
-        if self.fc is not None:
-            pooled: Tensor = self.fc(x)
-            return pooled
-        return subwindow_pool(x, self.size, "max" if self.mode == "max" else "mean")
-
-
-# --------------------------------------------------------------------------------------------
-# The mixer
-# --------------------------------------------------------------------------------------------
+# --- The mixer ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -442,5 +414,5 @@ FocalAttention.flows["paper"] = FocalAttention
 
 __all__ = [
     "FOLLOW", "POOL", "POSITION_BIAS", "FocalAttention", "FocalGeometry", "Follow", "Level", "Pool",
-    "Pooling", "PositionBias", "check_levels", "focal_keys", "focal_macs", "ring_width",
+    "PositionBias", "check_levels", "focal_keys", "focal_macs", "ring_width",
 ]

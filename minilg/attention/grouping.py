@@ -230,6 +230,23 @@ class SubWindowPool(nn.Module):
         return padded_size(height, sh) * padded_size(width, sw) * channels
 
 
+class Pooling(nn.Module):
+    """Sub-window pooling by mode (Focal Eq. 1, one level): learned (``"fc"``,
+    :class:`SubWindowPool`), ``"mean"`` or ``"max"`` (:func:`subwindow_pool`)."""
+
+    def __init__(self, size: int, mode: Literal["fc", "mean", "max"]) -> None:
+        super().__init__()
+        self.size, self.mode = (size, size), mode
+        self.fc = SubWindowPool(self.size) if mode == "fc" else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, Hp, Wp, C) -> (B, Hp/s_w, Wp/s_w, C)``; ``Hp, Wp`` are multiples of ``s_w``."""
+        if self.fc is not None:
+            pooled: Tensor = self.fc(x)
+            return pooled
+        return subwindow_pool(x, self.size, "max" if self.mode == "max" else "mean")
+
+
 # --- gathered keys from several maps (Focal) ---------------------------------------------
 
 
@@ -269,7 +286,7 @@ def allowed_from_labels(labels: Tensor) -> Tensor:
 
 
 __all__ = [
-    "PoolMode", "SubWindowPool", "allowed_from_labels", "clip_to_map", "dilated_merge",
+    "PoolMode", "Pooling", "SubWindowPool", "allowed_from_labels", "clip_to_map", "dilated_merge",
     "dilated_split",
     "gather_rows", "label_mask", "neighbourhood", "neighbourhood_labels", "pad_to_multiple",
     "padded_size", "padding_labels", "shifted_window_labels", "subwindow_pool", "window_labels",
