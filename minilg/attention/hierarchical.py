@@ -79,7 +79,6 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from minilg.attention.core import AttentionMixer, KeySource, attend, attention_macs, linear_macs
-from minilg.attention.full import msa_macs
 from minilg.attention.grouping import (
     allowed_from_labels,
     clip_to_map,
@@ -156,7 +155,7 @@ def h_mhsa_macs(
     grid_pair, pool_pair = check_sizes(grid, pool)
     tokens = height * width
     if grid_pair == (1, 1):
-        return msa_macs(tokens, dim)
+        return 4 * linear_macs(tokens, dim, dim) + attention_macs(tokens, tokens, dim)  # MSA
     _, (ph, pw) = effective_sizes(height, width, grid_pair, pool_pair)
     pooled = (padded_size(height, ph) // ph) * (padded_size(width, pw) // pw)
     projections = 5 * linear_macs(tokens, dim, dim) + linear_macs(pooled, dim, 2 * dim)
