@@ -113,8 +113,7 @@ def check_levels(window: int, levels: Sequence[Sequence[int]]) -> tuple[Level, .
         if not isinstance(level, (tuple, list)) or len(level) != 2:
             raise ValueError(f"{name} must be a pair (s_w, s_r) of positive integers, "
                              f"got {name}={level!r}")
-        s_w, s_r = positive_int(level[0], f"{name}[0] (s_w)"), positive_int(level[1],
-                                                                            f"{name}[1] (s_r)")
+        s_w, s_r = positive_int(level[0], f"{name}[0]"), positive_int(level[1], f"{name}[1]")
         if number == 0 and s_w != 1:
             raise ValueError(f"{name} (the fine level) must have s_w = 1, got {name}={level!r}")
         if window % s_w:
