@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-from minilg.validate import Pair
+from minilg.validate import Pair, as_pair
 
 
 def padded_size(size: int, multiple: int) -> int:
@@ -209,8 +209,8 @@ class SubWindowPool(nn.Module):
 
     def __init__(self, size: Pair) -> None:
         super().__init__()
-        self.size = size
-        self.pool = nn.Linear(size[0] * size[1], 1)
+        self.size = as_pair(size, "size")
+        self.pool = nn.Linear(self.size[0] * self.size[1], 1)
         self.init_weights()
 
     def init_weights(self) -> None:
