@@ -357,7 +357,7 @@ class SemanticRegionAttention(AttentionMixer):
         q, k, v = rearrange(gathered, "b (r s) c -> b r s c", r=sequences.shape[0]).chunk(3, -1)
         # Eq. 2's mask M_r for queries and keys (head axis 1): both slots belong to region r.
         allowed = label_mask(local, local)[:, :, None]
-        out = self.attend(q, KeySource(k, v, self.bias((height, width)), allowed))
+        out = self.attention(q, KeySource(k, v, self.bias((height, width)), allowed))
         # Null-token queries gave exact zeros: the sum gives each token its own region's output.
         summed = out.new_zeros(batch, tokens + 1 + sequences.shape[0], self.dim)
         summed = summed.index_add(1, sequences.flatten(), rearrange(out, "b r s c -> b (r s) c"))

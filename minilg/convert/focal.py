@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from minilg.attention.focal import FocalAttention, official_to_paper_fine_bias
+from minilg.attention.focal_official import OfficialFocalAttention, official_to_paper_fine_bias
 from minilg.convert import Conversion, ConversionError, register_converter
 from minilg.models.focal import FocalConfig, build_focal
 
@@ -188,7 +188,7 @@ def to_paper_mode(official: nn.Module, config: FocalConfig) -> nn.Module:
     state = {k: v for k, v in official.state_dict().items()
              if ".window_bias." not in k and ".ring_bias." not in k}
     for name, module in official.named_modules():
-        if isinstance(module, FocalAttention) and module.window_bias is not None:
+        if isinstance(module, OfficialFocalAttention) and module.window_bias is not None:
             with torch.no_grad():
                 ring = None if module.ring_bias is None else module.ring_bias.bias_table.double()
                 dense = official_to_paper_fine_bias(module.window_bias().double(), ring,

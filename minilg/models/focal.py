@@ -129,7 +129,8 @@ def build_focal(config: FocalConfig) -> HierarchicalBackbone:
     def mixer(spec: BlockSpec) -> FocalAttention:
         window, levels, shift = stage_levels(config, spec)
         return FocalAttention(spec.dim, spec.heads, window, levels, follow=config.follow,
-                              shift=shift, pool=config.pool, position_bias=config.position_bias)
+                              shift=shift, pool_mode=config.pool,
+                              position_bias=config.position_bias)
 
     def downsample(dim: int, out_dim: int) -> nn.Module:
         if config.use_conv_embed:
