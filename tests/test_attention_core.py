@@ -20,7 +20,8 @@ from minilg.attention.grouping import (
     window_reverse,
 )
 from minilg.attention.position import RelativePositionBias, relative_position_index
-from minilg.layers import Block, DropPath, Mlp
+from minilg.models.blocks import Block
+from minilg.nn import DropPath, Mlp
 
 
 def brute_force(

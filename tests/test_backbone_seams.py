@@ -11,15 +11,10 @@ from torch import nn
 import minilg
 from minilg.attention import FullAttention, WindowAttention
 from minilg.complexity import count_macs
-from minilg.layers import (
-    ChannelsLastGroupNorm,
-    ConvDownsample,
-    ConvMlp,
-    ConvStem,
-    Mlp,
-    group_norm,
-)
-from minilg.models.backbone import BlockSpec, HierarchicalBackbone
+from minilg.models.backbone import HierarchicalBackbone
+from minilg.models.blocks import Block, ConvDownsample, ConvStem
+from minilg.models.stages import BlockSpec, BlockStages
+from minilg.nn import ChannelsLastGroupNorm, ConvMlp, Mlp, group_norm
 
 
 @pytest.mark.parametrize("size", [(32, 32), (33, 17), (7, 5), (1, 1)])
@@ -81,9 +76,10 @@ def _tiny(extra: bool = False, **kwargs: object) -> HierarchicalBackbone:
     def mixer(spec: BlockSpec) -> FullAttention:
         return FullAttention(spec.dim, spec.heads)
 
+    stages = BlockStages(mixer, extra=(lambda stage, dim: _MeanToken()) if extra else None)
     return HierarchicalBackbone(
-        dims=(8, 16), depths=(2, 1), heads=(2, 4), mixer=mixer, num_classes=3, img_size=32,
-        extra=(lambda stage, dim: _MeanToken()) if extra else None, **kwargs,  # type: ignore[arg-type]
+        dims=(8, 16), depths=(2, 1), heads=(2, 4), stage=stages, num_classes=3, img_size=32,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -176,8 +172,6 @@ def test_mlp_accepts_token_rows() -> None:
 
 
 def test_inference_in_sample_slices_equals_one_pass() -> None:
-    from minilg.layers import Block
-
     torch.manual_seed(0)
     block = Block(16, WindowAttention(16, 2, 4, shift=2), Mlp(16)).eval()
     x = torch.randn(5, 9, 7, 16)

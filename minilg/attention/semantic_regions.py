@@ -47,7 +47,8 @@ Choices the paper leaves open (there is no public code; these are minilg's, with
   piecewise constant; gradients reach the features through attention, not through the labels).
 * **Where segmentation runs.** Once per SALG stage, on the stage input, as the paper writes ("each
   SALG stage first performs region segmentation", Fig. 2); every block of the stage reuses the
-  labels (:func:`given_regions`). A mixer called on its own segments its own input.
+  labels (they are an argument of :meth:`SemanticRegionAttention.forward_with_extra`). A mixer
+  called on its own segments its own input.
 * **Where AGR tokens come from.** Their number ``n_R`` depends on ``H, W``, so they cannot be one
   parameter per region: each starts as its region mean plus one learned embedding shared by all
   regions (:class:`RegionTokens`), then travels with the map from block to block through the
@@ -63,10 +64,7 @@ Choices the paper leaves open (there is no public code; these are minilg's, with
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import torch
 import torch.nn.functional as F
@@ -82,7 +80,8 @@ from minilg.attention.grouping import (
     subwindow_pool,
 )
 from minilg.attention.position import RelativePositionBias
-from minilg.validate import Pair, as_pair, check_size
+from minilg.nn import DropPath, Mlp
+from minilg.validate import Pair, as_pair, check_size, one_of
 
 Propagation = Literal["msa", "ap", "none"]
 PROPAGATIONS: tuple[str, ...] = get_args(Propagation)
@@ -93,34 +92,21 @@ PROPAGATIONS: tuple[str, ...] = get_args(Propagation)
 # --------------------------------------------------------------------------------------------
 
 
-def _check_pair(value: object, name: str, minimum: int, meaning: str) -> Pair:
-    try:
-        return as_pair(value, name, minimum)
-    except ValueError:
-        raise ValueError(
-            f"{name} ({meaning}) must be an integer >= {minimum} or a pair of them, "
-            f"got {name}={value!r}"
-        ) from None
-
-
 def check_window(window: object) -> Pair:
-    """``M -> (M, M)``; a ValueError naming ``window`` unless a positive int or pair of them."""
-    return _check_pair(window, "window", 1, "M, tokens per side of a region window")
+    """``M -> (M, M)``: the region window, tokens per side (a positive int or pair of them)."""
+    return as_pair(window, "window", 1)
 
 
 def check_margin(margin: object) -> Pair:
-    """``p -> (p, p)``; a ValueError naming ``margin`` unless an int ``>= 0`` or pair of them."""
-    return _check_pair(margin, "margin", 0,
-                       "p, tokens added on every side of a window to form its coverage area")
+    """``p -> (p, p)``: tokens added on every side of a window to form its coverage area (an
+    int ``>= 0`` or pair of them)."""
+    return as_pair(margin, "margin", 0)
 
 
 def check_propagation(propagation: object) -> Propagation:
-    if propagation not in PROPAGATIONS:
-        raise ValueError(
-            f"propagation must be one of {PROPAGATIONS} ('msa': Eq. 3, 'ap': Eq. 4, 'none': no "
-            f"inter-region step), got propagation={propagation!r}"
-        )
-    return propagation  # type: ignore[return-value]
+    """``"msa"`` (Eq. 3), ``"ap"`` (Eq. 4) or ``"none"`` (no inter-region step)."""
+    checked: object = one_of(propagation, "propagation", PROPAGATIONS)
+    return cast(Propagation, checked)
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,21 +225,6 @@ def segmentation_macs(height: int, width: int, dim: int, window: int | Pair,
     return num_regions(height, width, window) * (mh + 2 * ph) * (mw + 2 * pw) * dim
 
 
-# Labels for every SALG block of a stage, set once by the stage (see :func:`given_regions`).
-_REGIONS: ContextVar[Tensor | None] = ContextVar("minilg_salg_regions", default=None)
-
-
-@contextmanager
-def given_regions(labels: Tensor | None) -> Iterator[None]:
-    """Inside the block, :class:`SemanticRegionAttention` uses ``labels (B, H, W)`` instead of
-    segmenting its own input: how a SALG stage shares one segmentation among its blocks."""
-    token = _REGIONS.set(labels)
-    try:
-        yield
-    finally:
-        _REGIONS.reset(token)
-
-
 # --------------------------------------------------------------------------------------------
 # Intra-region attention (Eq. 2)
 # --------------------------------------------------------------------------------------------
@@ -306,9 +277,8 @@ class SemanticRegionAttention(AttentionMixer):
     """Intra-region self-attention with AGR tokens (SALG Eq. 2, Fig. 5).
 
     ``forward(x)``: ``(B, H, W, C) -> (B, H, W, C)``, segmenting ``x`` itself and starting the AGR
-    tokens from its region means. ``forward_with_extra(x, agr)``: ``agr (B, n_R, C)`` AGR tokens,
-    both updated; labels from :func:`given_regions` when a stage set them, else from ``x``.
-    :meth:`intra_region` takes the labels explicitly.
+    tokens from its region means. ``forward_with_extra(x, agr, labels)``: ``agr (B, n_R, C)`` AGR
+    tokens, both updated, with the stage's ``labels`` (or, without them, segmenting ``x``).
 
     Args:
         dim: channels ``C``.
@@ -365,13 +335,14 @@ class SemanticRegionAttention(AttentionMixer):
         projected: tuple[Tensor, Tensor] = (self.proj(grid), self.proj(summed[:, tokens + 1 :]))
         return projected
 
-    def forward_with_extra(self, x: Tensor, extra: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_with_extra(
+        self, x: Tensor, extra: Tensor, labels: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """``x (B, H, W, C)``, AGR tokens ``extra (B, n_R, C)`` -> both updated (Eq. 2).
 
-        Labels: the stage's (:func:`given_regions`), else :func:`assign_regions` of ``x``.
+        ``labels (B, H, W)``: the regions, segmented once by the stage; ``None``: Eq. 1 on ``x``.
         """
         self.check_input(x)
-        labels = _REGIONS.get()
         if labels is None:
             labels = assign_regions(x, self.window, self.margin)
         return self.intra_region(x, extra, labels)
@@ -384,7 +355,7 @@ class SemanticRegionAttention(AttentionMixer):
 
     def macs(self, height: int, width: int, extra_tokens: int = 0) -> int:
         """Standalone: Eq. 1 + Eq. 2 (:func:`salg_attention_macs`). With ``extra_tokens = n_R``
-        (inside a stage, labels given): Eq. 2 only (:func:`intra_region_macs`)."""
+        (inside a stage, labels given by it): Eq. 2 only (:func:`intra_region_macs`)."""
         if not extra_tokens:
             return salg_attention_macs(height, width, self.dim, self.window, self.margin)
         regions = num_regions(height, width, self.window)
@@ -478,9 +449,6 @@ class InterRegionPropagation(nn.Module):
     def __init__(self, dim: int, heads: int, propagation: Propagation = "ap",
                  mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
         super().__init__()
-        # Imported here: minilg.layers imports minilg.attention.
-        from minilg.layers import DropPath, Mlp
-
         self.dim, self.propagation = dim, check_propagation(propagation)
         if self.propagation == "msa":
             self.norm1 = nn.LayerNorm(dim)
@@ -510,7 +478,7 @@ class InterRegionPropagation(nn.Module):
 __all__ = [
     "PROPAGATIONS", "InterRegionPropagation", "Propagation", "RegionTokens",
     "SemanticRegionAttention", "assign_regions", "check_margin", "check_propagation",
-    "check_window", "coverage", "coverage_positions", "effective_window", "given_regions",
+    "check_window", "coverage", "coverage_positions", "effective_window",
     "intra_region_macs", "num_regions", "region_grid", "region_local_labels", "region_means",
     "region_sequences",
     "region_similarity", "salg_attention_macs", "segmentation_macs", "window_grid_labels",
