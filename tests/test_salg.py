@@ -11,8 +11,6 @@ from torch import Tensor
 
 import minilg
 from minilg.attention.semantic_regions import (
-    InterRegionPropagation,
-    RegionTokens,
     SemanticRegionAttention,
     assign_regions,
     intra_region_macs,
@@ -26,7 +24,7 @@ from minilg.attention.semantic_regions import (
     window_grid_labels,
 )
 from minilg.complexity import count_macs, measured_model_macs, model_macs
-from minilg.models.salg import SALGStage
+from minilg.models.salg_stage import InterRegionPropagation, RegionTokens, SALGStage
 
 SIZES = [(8, 8), (9, 11), (5, 13), (1, 1), (3, 2), (14, 14)]
 

@@ -55,26 +55,18 @@ comes closest for tiny.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from torch import Tensor, nn
+from torch import nn
 
 from minilg.attention.base import TokenMixer
-from minilg.attention.semantic_regions import (
-    InterRegionPropagation,
-    Propagation,
-    RegionTokens,
-    SemanticRegionAttention,
-    check_margin,
-    check_propagation,
-    check_window,
-)
+from minilg.attention.semantic_regions import SemanticRegionAttention, check_margin, check_window
 from minilg.attention.window import WindowAttention
 from minilg.models.backbone import HierarchicalBackbone, HierarchicalConfig
-from minilg.models.blocks import Block, ConvStem, module_out_size
-from minilg.models.stages import BlockSpec, BlockStages, Stage, StageSpec
+from minilg.models.blocks import ConvStem
+from minilg.models.salg_stage import Propagation, SALGStages, check_propagation
+from minilg.models.stages import BlockSpec
 from minilg.models.swin import MINI_FRAME, SwinConfig, build_swin
 from minilg.nn import layer_norm
 from minilg.registry import register_model, with_overrides
@@ -94,73 +86,6 @@ class SALGConfig(HierarchicalConfig):
     variant: Variant = "full"
     stem_strides: tuple[int, ...] = (2, 2, 1)
     drop_path_rate: float = 0.2
-
-
-class SALGStage(Stage):
-    """A SALG stage: downsample, segment once, then Local-Global blocks with AGR tokens.
-
-    ``extra`` (:class:`RegionTokens`) gives the labels and the initial AGR tokens of the
-    downsampled map; block ``i`` updates map and AGR tokens with those labels (Eq. 2, the core's
-    extra-token path), then ``propagation[i]`` updates the AGR tokens (Eq. 3 or 4) for block
-    ``i + 1`` ("the refined AGR tokens ... are then fed to the intra-region self-attention in the
-    next layer", Sec. III-C). The AGR tokens are dropped at the stage's end, so the last block
-    has no propagation step: it could not change the output (and its parameters would never get
-    a gradient).
-    """
-
-    def __init__(self, downsample: nn.Module, blocks: Sequence[Block], extra: RegionTokens,
-                 propagation: Sequence[InterRegionPropagation]) -> None:
-        super().__init__(downsample, blocks, extra)
-        if len(propagation) != max(len(blocks) - 1, 0):
-            raise ValueError(f"a stage of {len(blocks)} blocks takes {len(blocks) - 1} "
-                             f"propagation steps, got {len(propagation)}")
-        self.propagation = nn.ModuleList(propagation)
-
-    @property
-    def region_tokens(self) -> RegionTokens:
-        assert isinstance(self.extra, RegionTokens)
-        return self.extra
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.downsample(x)
-        labels = self.region_tokens.segment(x)
-        agr = self.region_tokens(x)
-        for index in range(len(self)):
-            x, agr = self[index].forward_with_extra(x, agr, labels=labels)
-            if index < len(self.propagation):
-                agr = self.propagation[index](agr)
-        return x
-
-    def macs(self, height: int, width: int) -> int:
-        tokens = self.region_tokens.num_tokens(*self.out_size(height, width))
-        steps = sum(step.macs(tokens) for step in self.propagation)  # type: ignore[operator]
-        return super().macs(height, width) + steps
-
-
-@dataclass(frozen=True)
-class SALGStages(BlockStages):
-    """SALG's stage factory: :class:`SALGStage` s for the first ``len(margins)`` stages (with
-    region tokens when ``regions``), plain stages of ``mixer`` blocks after them.
-
-    ``margins``: ``p`` of each SALG stage (0 without segmentation: the regular window grid);
-    ``propagation``: the inter-region step between consecutive blocks.
-    """
-
-    window: int = 7
-    margins: tuple[int, ...] = ()
-    regions: bool = True
-    segmentation: bool = True
-    propagation: Propagation = "ap"
-
-    def __call__(self, spec: StageSpec) -> Stage:
-        if not self.regions or spec.index >= len(self.margins):
-            return super().__call__(spec)
-        down = self.downsampling(spec)
-        blocks = self.blocks(spec, module_out_size(down, *spec.in_size))
-        tokens = RegionTokens(spec.dim, self.window, self.margins[spec.index], self.segmentation)
-        steps = [InterRegionPropagation(spec.dim, spec.heads, self.propagation, spec.mlp_ratio,
-                                        rate) for rate in spec.drop_path[:-1]]
-        return SALGStage(down, blocks, tokens, steps)
 
 
 def check_config(config: SALGConfig) -> None:
