@@ -70,6 +70,7 @@ from minilg.models.stages import BlockSpec
 from minilg.models.swin import MINI_FRAME, SwinConfig, build_swin
 from minilg.nn import layer_norm
 from minilg.registry import register_model, with_overrides
+from minilg.validate import one_of
 
 Variant = Literal["base", "local_global", "seg_local", "full"]
 VARIANTS: tuple[str, ...] = get_args(Variant)
@@ -94,9 +95,7 @@ def check_config(config: SALGConfig) -> None:
     for margin in config.margins:
         check_margin(margin)
     check_propagation(config.propagation)
-    if config.variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS} (SALG Table III), "
-                         f"got variant={config.variant!r}")
+    one_of(config.variant, "variant", VARIANTS)  # SALG Table III's rows
     if not 0 < len(config.margins) < len(config.dims):
         raise ValueError(
             f"margins gives p for each SALG stage (1 to {len(config.dims) - 1} of them, the last "
