@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 import minilg
+from minilg.models import legacy
 from minilg.models.legacy import upgrade_key, upgrade_state_dict
 from minilg.train import load_model
 
@@ -18,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LEGACY = ROOT / "tests" / "data" / "legacy_a6bbf9e_swin_micro.safetensors"
 
 
-def test_downsampling_keys_move_into_the_stage_they_open() -> None:
+def test_old_keys_move_to_todays_places() -> None:
     assert upgrade_key("downsamples.0.reduction.weight") == "stages.1.downsample.reduction.weight"
     assert upgrade_key("downsamples.2.conv.bias") == "stages.3.downsample.conv.bias"
+    assert upgrade_key("stages.2.1.mixer.qkv.weight") == "stages.2.blocks.1.mixer.qkv.weight"
     for key in ("stages.1.downsample.norm.weight", "stages.0.blocks.1.mixer.qkv.weight",
                 "stem.proj.weight", "norm.bias", "head.weight"):
         assert upgrade_key(key) == key  # today's keys are unchanged
@@ -30,6 +33,17 @@ def test_a_state_dict_in_todays_layout_comes_back_unchanged() -> None:
     state = minilg.create_model("hat_net_mini").state_dict()
     upgraded = upgrade_state_dict(state)
     assert list(upgraded) == list(state) and all(upgraded[k] is state[k] for k in state)
+
+
+def test_model_dependent_renames_apply_only_where_the_model_expects_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(legacy, "WHERE_EXPECTED", ((r"\.mixer\.qkv\.", ".mixer.v."),))
+    old = {"stages.0.blocks.0.mixer.qkv.weight": 1, "stages.0.blocks.1.mixer.qkv.weight": 2}
+    expected = {"stages.0.blocks.0.mixer.v.weight", "stages.0.blocks.1.mixer.qkv.weight"}
+    assert upgrade_state_dict(old, expected) == {
+        "stages.0.blocks.0.mixer.v.weight": 1, "stages.0.blocks.1.mixer.qkv.weight": 2}
+    assert upgrade_state_dict(old) == old  # without the model, no model-dependent rename
 
 
 def test_a_file_written_in_the_a6bbf9e_layout_loads_with_the_same_outputs() -> None:
