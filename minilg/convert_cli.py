@@ -66,7 +66,8 @@ def read_config(family: str, path: str | None) -> dict[str, Any]:
 
 
 def read_checkpoint(path: str) -> Mapping[str, Tensor]:
-    """The official state dict in ``path`` (``"model"`` unwrapped), tensors only."""
+    """The checkpoint in ``path``; its state dict (:func:`unwrap_checkpoint`) holds tensors
+    only. The wrappers stay: :func:`convert_official` unwraps them and says so."""
     if not Path(path).is_file():
         raise ConversionError(f"no checkpoint at {path}")
     if path.endswith(".safetensors"):
@@ -79,12 +80,11 @@ def read_checkpoint(path: str) -> Mapping[str, Tensor]:
         raise ConversionError(f"cannot read {path} with weights_only=True: {_reason(e)}") from e
     if not isinstance(checkpoint, Mapping):
         raise ConversionError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
-    state = unwrap_checkpoint(checkpoint)
-    bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
+    bad = [k for k, v in unwrap_checkpoint(checkpoint).items() if not isinstance(v, Tensor)]
     if bad:
         raise ConversionError(f"{path}: entry {bad[0]!r} is not a tensor (expected a state dict "
                               f"under 'model')")
-    return state
+    return checkpoint
 
 
 def save_converted(conversion: Conversion, family: str, path: str | Path) -> None:

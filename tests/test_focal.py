@@ -22,6 +22,7 @@ from minilg.attention.focal_official import (
 from minilg.complexity import count_macs, measured_model_macs, model_macs
 from minilg.convert import ConversionError, convert_official
 from minilg.models.focal import keys_per_window
+from minilg.nn import DropPath
 
 DATA = Path(__file__).parent / "data"
 FOCAL_T = ((1, 13), (7, 7))
@@ -380,6 +381,34 @@ def test_ablation_switches_change_the_keys() -> None:
     assert wide[0] == (20 * 20, 49)
 
 
+def test_official_levels_expand_sizes_and_expand_layer_reach_the_blocks() -> None:
+    model = meta_model("focal_tiny", follow="official", focal_levels=(4, 2, 3, 1),
+                       expand=(3, 2, 1, 0), focal_regions=(3, 5, 3, 1), expand_layer="even",
+                       pool="conv")
+    mixers = [[block.mixer for block in stage] for stage in model.stages]  # type: ignore[union-attr]
+    assert mixers[0][1].levels == ((1, 13), (7, 3), (3, 4), (1, 6))
+    assert mixers[0][0].levels[0] == (1, 7)  # expand_layer "even": no ring on block 0
+    assert [m.levels for m in mixers[1]] == [((1, 7), (7, 5)), ((1, 11), (7, 5))]
+    assert mixers[2][1].levels == ((1, 9), (7, 3), (3, 4))
+    assert mixers[3][0].levels == ((1, 7),)  # one level: window only
+    with pytest.raises(ValueError, match="focal_levels must hold"):
+        meta_model("focal_tiny", focal_levels=(2, 2, 2))
+    with pytest.raises(ValueError, match="expand"):
+        meta_model("focal_tiny", expand=(3, 3))
+
+
+def test_focal_s_b_drop_path_follows_the_paper_or_the_official_configs() -> None:
+    def rates(name: str, **overrides: object) -> float:
+        model = meta_model(name, **overrides)
+        return max(float(m.p) for m in model.modules() if isinstance(m, DropPath))
+
+    assert rates("focal_small") == pytest.approx(0.2)  # Sec. 4.1
+    assert rates("focal_base") == pytest.approx(0.3)
+    assert rates("focal_small", follow="official") == pytest.approx(0.3)  # official yaml
+    assert rates("focal_base", follow="official") == pytest.approx(0.5)
+    assert rates("focal_base", drop_path_rate=0.1) == pytest.approx(0.1)
+
+
 def test_focal_mini_trains() -> None:
     model = minilg.create_model("focal_mini")
     x = torch.randn(4, 3, 32, 32)
@@ -391,11 +420,19 @@ def test_focal_mini_trains() -> None:
 # --- conversion ---------------------------------------------------------------------------
 
 
-def fixture() -> tuple[dict[str, Tensor], dict[str, object], dict[str, Tensor]]:
+# micro: Focal-T's structure shrunk; levels3: three levels in stages 0 and 2, shift on;
+# levels4 (scripts/make_focal_fixture.py): window 5 (padding and trimming), four levels in
+# stages 0 and 2, expand sizes (2, 1, 2, 0), expand_layer "even", conv pooling, stage 2 not
+# in focal_stages, shift off
+FIXTURES = ["focal_official_micro", "focal_official_levels3", "focal_official_levels4"]
+
+
+def fixture(name: str = "focal_official_micro"
+            ) -> tuple[dict[str, Tensor], dict[str, object], dict[str, Tensor]]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    path = DATA / "focal_official_micro.safetensors"
+    path = DATA / f"{name}.safetensors"
     tensors = load_file(str(path))
     with safe_open(str(path), "pt") as f:
         config = json.loads(f.metadata()["config"])
@@ -407,9 +444,11 @@ def relative_error(y: Tensor, ref: Tensor) -> float:
     return float((y.double() - ref).abs().max() / max(1.0, float(ref.abs().max())))
 
 
+@pytest.mark.parametrize("name", FIXTURES)
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
-def test_official_fixture_logits_and_stages(dtype: torch.dtype, tolerance: float) -> None:
-    state, config, tensors = fixture()
+def test_official_fixture_logits_and_stages(name: str, dtype: torch.dtype,
+                                            tolerance: float) -> None:
+    state, config, tensors = fixture(name)
     conversion = convert_official("focal", state, **config)
     assert not set(state) - set(conversion.used) - set(conversion.dropped)
     model = conversion.model.to(dtype)
@@ -449,8 +488,9 @@ def test_full_focal_tiny_key_list_converts_with_every_key_accounted_for() -> Non
 
 def test_unsupported_official_options_are_named() -> None:
     state, config, _ = fixture()
-    for option, value in (("use_pre_norm", True), ("ape", True), ("focal_pool", "conv"),
-                          ("focal_levels", [3, 3, 3, 3]), ("qk_scale", 0.5)):
+    for option, value in (("use_pre_norm", True), ("ape", True), ("focal_pool", "avg"),
+                          ("focal_levels", [0, 2, 2, 2]), ("qk_scale", 0.5),
+                          ("expand_layer", "first")):
         with pytest.raises(ConversionError, match=option):
             convert_official("focal", state, **{**config, option: value})
     with pytest.raises(ConversionError, match="unexpected official key"):
