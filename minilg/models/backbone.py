@@ -106,14 +106,18 @@ class HierarchicalBackbone(ModelBase):
         x: Tensor,
         indices: int | Sequence[int] | None = None,
         norm: bool = False,
+        stop_early: bool = False,
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
     ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
-        """Stage outputs for dense tasks (timm's API).
+        """Stage outputs for dense tasks (timm's API and semantics).
 
         Args:
-            indices: stages to return (``None``: all; an int ``n``: the last ``n``).
+            indices: stages to return (``None``: all; an int ``n``: the last ``n``; a sequence:
+                those stages, negative from the end), always in stage order.
             norm: apply the final norm to the last stage's output.
+            stop_early: run no stage after the last one asked for (with
+                ``intermediates_only=True``; the final features need every stage).
             output_fmt: ``"NCHW"`` (timm's default) or ``"NHWC"`` (minilg's channels-last).
             intermediates_only: return only the list.
 
@@ -124,10 +128,14 @@ class HierarchicalBackbone(ModelBase):
         if output_fmt not in ("NCHW", "NHWC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
         wanted = stage_indices(indices, len(self.stages))
+        last = max(wanted) if stop_early else len(self.stages) - 1
+        if last < len(self.stages) - 1 and not intermediates_only:
+            raise ValueError(f"stop_early=True stops after stage {last}, before the final "
+                             "features: use intermediates_only=True, got intermediates_only=False")
         self.check_images(x)
         x = self.stem(x)
         out: list[Tensor] = []
-        for index, stage in enumerate(self.stages):
+        for index, stage in enumerate(self.stages[: last + 1]):
             x = stage(x)
             if index in wanted:
                 y = self.norm(x) if norm and index == len(self.stages) - 1 else x
@@ -135,6 +143,25 @@ class HierarchicalBackbone(ModelBase):
         if intermediates_only:
             return out
         return self.norm(x), out
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True,
+    ) -> list[int]:
+        """Keep only the stages up to the last of ``indices`` (timm's API and semantics).
+
+        ``prune_norm`` replaces the final norm by the identity, ``prune_head`` removes the
+        classifier (``num_classes = 0``). Returns the stage indices taken, as
+        :meth:`forward_intermediates` reads ``indices`` (sorted).
+        """
+        taken = sorted(stage_indices(indices, len(self.stages)))
+        keep = taken[-1] + 1
+        self.stages = self.stages[:keep]
+        self.feature_info = self.feature_info[:keep]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return taken
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, 3, H, W) -> (B, H/32, W/32, C_last)``: stem, stages, norm."""
