@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 import minilg
-from minilg.models.backbone import HierarchicalBackbone
+from minilg.models.backbone import HierarchicalBackbone, IsotropicBackbone
 
 MINIS = [name for name in minilg.list_models(mini=True)
          if isinstance(minilg.create_model(name), HierarchicalBackbone)]
@@ -73,3 +73,44 @@ def test_prune_keeps_the_stages_up_to_the_last_index(name: str) -> None:
     assert torch.equal(features.permute(0, 3, 1, 2), full[3])
     with pytest.raises(ValueError, match="indices"):
         copy.deepcopy(model).prune_intermediate_layers([4])
+
+
+# DeiT (a class token) and GG-DeiT (none), small
+ISOTROPIC: list[tuple[str, dict[str, object]]] = [
+    ("deit_mini", {}), ("gg_deit_tiny", {"img_size": 64, "num_classes": 10})]
+
+
+@pytest.mark.parametrize(("name", "overrides"), ISOTROPIC)
+def test_isotropic_intermediates_follow_timms_vit(name: str, overrides: dict[str, object]) -> None:
+    torch.manual_seed(0)
+    model = minilg.create_model(name, **overrides).eval()
+    assert isinstance(model, IsotropicBackbone)
+    x = torch.randn(2, 3, model.img_size, model.img_size)
+    (h, w), prefix = model.grid, model.num_prefix
+    calls: list[int] = []
+    for index, block in enumerate(model.blocks):  # the MLP runs in every block
+        block.mlp.register_forward_hook(lambda *_, i=index: calls.append(i))
+    depth = len(model.blocks)
+    with torch.no_grad():
+        final, blocks = model.forward_intermediates(x, norm=True)  # type: ignore[misc]
+        assert sorted(set(calls)) == list(range(depth))
+        torch.testing.assert_close(final, model.forward_features(x), rtol=0, atol=0)
+        assert [tuple(b.shape) for b in blocks] == [(2, model.num_features, h, w)] * depth
+        patches = final[:, prefix:].reshape(2, h, w, -1).permute(0, 3, 1, 2)
+        assert torch.equal(blocks[-1], patches)  # norm=True: the last one is the final norm's
+        calls.clear()
+        early = model.forward_intermediates(x, indices=[0], return_prefix_tokens=True,
+                                            stop_early=True, output_fmt="NLC",
+                                            intermediates_only=True)
+        assert set(calls) == {0}
+        tokens, cls = early[0]
+        assert tokens.shape == (2, h * w, model.num_features) and cls.shape[1] == prefix
+        pruned = copy.deepcopy(model)
+        assert pruned.prune_intermediate_layers(2) == [depth - 2, depth - 1]
+        assert len(pruned.blocks) == depth and isinstance(pruned.head, nn.Identity)
+        assert pruned.prune_intermediate_layers([0], prune_norm=True) == [0]
+        assert len(pruned.blocks) == 1 and isinstance(pruned.norm, nn.Identity)
+        kept = pruned.forward_intermediates(x, output_fmt="NHWC", intermediates_only=True)
+        plain = model.forward_intermediates(x, indices=[0], output_fmt="NHWC",
+                                            intermediates_only=True)
+        assert torch.equal(kept[0], plain[0])

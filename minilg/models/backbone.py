@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from einops import rearrange, reduce
@@ -39,6 +40,10 @@ from minilg.models.stages import (
     default_mlp,
 )
 from minilg.nn import NormFactory, layer_norm
+
+# patch tokens (B, h, w, C) -> each output format of forward_intermediates
+TOKEN_FORMATS = {"NCHW": "b h w c -> b c h w", "NHWC": "b h w c -> b h w c",
+                 "NLC": "b h w c -> b (h w) c"}
 
 
 class HierarchicalBackbone(ModelBase):
@@ -260,8 +265,9 @@ class IsotropicBackbone(ModelBase):
         self.reset_classifier(num_classes)
         init_weights(self)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """``(B, 3, H, W) -> (B, num_prefix + N, C)`` normalised tokens, class token first."""
+    def embed(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, 3, H, W) -> (grid (B, h, w, C), prefix (B, num_prefix, C))``: patch tokens
+        and the class token, position embeddings added."""
         if tuple(x.shape[-2:]) != (self.img_size, self.img_size):
             raise ValueError(
                 f"{type(self).__name__} was built for img_size={self.img_size}, got an input of "
@@ -271,16 +277,70 @@ class IsotropicBackbone(ModelBase):
         pos_prefix = self.pos_embed[:, : self.num_prefix]
         pos_grid = self.pos_embed[:, self.num_prefix :]
         grid = grid + rearrange(pos_grid, "1 (h w) c -> 1 h w c", h=self.grid[0])
-        prefix = self.cls_token.expand(x.shape[0], -1, -1) + pos_prefix
+        return grid, self.cls_token.expand(x.shape[0], -1, -1) + pos_prefix
+
+    def run_block(self, block: nn.Module, grid: Tensor, prefix: Tensor) -> tuple[Tensor, Tensor]:
+        """One block on the patch tokens and the prefix tokens."""
+        if self.num_prefix:
+            assert isinstance(block, Block)
+            return block.forward_with_extra(grid, prefix)
+        return block(grid), prefix
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, 3, H, W) -> (B, num_prefix + N, C)`` normalised tokens, class token first."""
+        grid, prefix = self.embed(x)
         for block in self.blocks:
-            if self.num_prefix:
-                assert isinstance(block, Block)
-                grid, prefix = block.forward_with_extra(grid, prefix)
-            else:
-                grid = block(grid)
+            grid, prefix = self.run_block(block, grid, prefix)
         tokens = torch.cat([prefix, rearrange(grid, "b h w c -> b (h w) c")], dim=1)
         out: Tensor = self.norm(tokens)
         return out
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Any] | tuple[Tensor, list[Any]]:
+        """Block outputs (timm's ViT API and semantics): ``indices`` of blocks as
+        :meth:`HierarchicalBackbone.forward_intermediates`; ``norm`` applies the final norm to
+        each; patch tokens as ``"NCHW"`` ``(B, C, h, w)``, ``"NHWC"`` or ``"NLC"`` ``(B, N, C)``;
+        ``return_prefix_tokens`` pairs each with its ``(B, num_prefix, C)`` class token."""
+        if output_fmt not in TOKEN_FORMATS:
+            raise ValueError(f"output_fmt must be 'NCHW', 'NHWC' or 'NLC', got {output_fmt!r}")
+        wanted = stage_indices(indices, len(self.blocks))
+        last = max(wanted) if stop_early else len(self.blocks) - 1
+        if last < len(self.blocks) - 1 and not intermediates_only:
+            raise ValueError(f"stop_early=True stops after block {last}, before the final "
+                             "features: use intermediates_only=True, got intermediates_only=False")
+        grid, prefix = self.embed(x)
+        out: list[Any] = []
+        for index, block in enumerate(self.blocks[: last + 1]):
+            grid, prefix = self.run_block(block, grid, prefix)
+            if index in wanted:
+                y, p = (self.norm(grid), self.norm(prefix)) if norm else (grid, prefix)
+                y = rearrange(y, TOKEN_FORMATS[output_fmt])
+                out.append((y, p) if return_prefix_tokens else y)
+        if intermediates_only:
+            return out
+        tokens = torch.cat([prefix, rearrange(grid, "b h w c -> b (h w) c")], dim=1)
+        return self.norm(tokens), out
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True,
+    ) -> list[int]:
+        """Keep only the blocks up to the last of ``indices`` (timm's ViT semantics); see
+        :meth:`HierarchicalBackbone.prune_intermediate_layers`."""
+        taken = sorted(stage_indices(indices, len(self.blocks)))
+        self.blocks = self.blocks[: taken[-1] + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return taken
 
     def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
         """Class token (or mean of patch tokens without one) -> linear head."""
