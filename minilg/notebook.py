@@ -16,7 +16,8 @@ Two checks keep the committed notebooks honest, because nbval compares text but 
   tagged ``deterministic-numbers`` (a constant such as ``eps=1e-06``, or a figure read from a
   committed file) is exempt.
 
-``python -m minilg.notebook scan NOTEBOOK...`` prints both kinds of finding and exits 1 if any.
+``python -m minilg.notebook scan NOTEBOOK...`` prints both kinds of finding and exits 1 if any;
+``python -m minilg.notebook kernel-dir PATH`` writes an ``IPYTHONDIR`` whose kernels load this.
 This module imports matplotlib only inside the functions that need it, and IPython never.
 """
 
@@ -61,14 +62,19 @@ def figure_signature(fig: Any) -> str:
     return "\n".join([head, *(_axes_signature(i, ax) for i, ax in enumerate(fig.axes))]) + ">"
 
 
+def _pretty_signature(fig: Any, printer: Any, cycle: bool) -> None:
+    printer.text(figure_signature(fig))
+
+
 def load_ipython_extension(ipython: Any) -> None:
-    """IPython hook: a figure's plain-text form (stored beside its picture) is its signature."""
+    """IPython hook: a figure's plain-text form (stored beside its picture) is its signature.
+
+    It is set as ``Figure._repr_pretty_`` rather than registered with the text formatter,
+    because the inline backend removes every formatter registered for ``Figure`` when it starts.
+    """
     from matplotlib.figure import Figure
 
-    def pretty(fig: Figure, printer: Any, cycle: bool) -> None:
-        printer.text(figure_signature(fig))
-
-    ipython.display_formatter.formatters["text/plain"].for_type(Figure, pretty)
+    setattr(Figure, "_repr_pretty_", _pretty_signature)  # noqa: B010 (mypy: not in the stubs)
 
 
 def kernel_ipython_dir(path: Path) -> Path:
@@ -137,11 +143,18 @@ def unsigned_figures(notebook: dict[str, Any], name: str) -> list[Finding]:
             and not _output_text(output).startswith(SIGNATURE_PREFIX)]
 
 
+USAGE = ("usage: python -m minilg.notebook scan NOTEBOOK...    (findings; exit 1 if any)\n"
+         "       python -m minilg.notebook kernel-dir PATH     (an IPYTHONDIR that loads this)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m minilg.notebook scan NOTEBOOK...``: print findings, exit 1 if any."""
+    """``python -m minilg.notebook {scan NOTEBOOK... | kernel-dir PATH}``."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) == 2 and args[0] == "kernel-dir":
+        kernel_ipython_dir(Path(args[1]))
+        return 0
     if len(args) < 2 or args[0] != "scan":
-        print("usage: python -m minilg.notebook scan NOTEBOOK...", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     findings = []
     for path in args[1:]:
