@@ -56,7 +56,7 @@ def _axes_signature(index: int, ax: Any) -> str:
 
 def figure_signature(fig: Any) -> str:
     """What a figure shows, as text: per axes its labels, legend entries and artist counts."""
-    title = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    title = fig.get_suptitle()
     legends = [[text.get_text() for text in legend.get_texts()] for legend in fig.legends]
     head = f"{SIGNATURE_PREFIX}: {len(fig.axes)} axes, suptitle {title!r}, legends {legends}"
     return "\n".join([head, *(_axes_signature(i, ax) for i, ax in enumerate(fig.axes))]) + ">"
