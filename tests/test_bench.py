@@ -393,6 +393,8 @@ def test_official_machinery_without_official_code(tmp_path: Path) -> None:
         "from timm.models.registry import register_model\n"
         "from timm.models.vision_transformer import _cfg\n"
         "DROP = DropPath(0.1)\n")
+    assert bench.cli_bench(["--official", str(tmp_path / "nothing"), "--official-only"]) == 2
+    assert bench.cli_bench(["--official-only"]) == 2
     module = bench.import_official(tmp_path, "hat_net")
     assert module is not None and module.DROP(x) is x
     import importlib.util

@@ -83,6 +83,8 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
                     "beside minilg's with the same weights (outputs checked equal first)"}),
     ("--official-memory-batch", {"type": int, "default": 128, "help": "batch of the SW-MSA "
                                  "memory comparison with --official (0: skip)"}),
+    ("--official-only", {"action": "store_true", "help": "with --official: no mixer cases, "
+                         "only the official comparison (and --train-step, --block-memory)"}),
     ("--breakdown", {"action": "store_true", "help": "also profile each configuration's whole "
                      "block (forward, no grad): time and exact MACs per category (projections, "
                      "attention, bias & masks, gather/pool, convolution, MLP, norms, "
@@ -137,6 +139,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if args.warmup < 0 or args.memory_limit <= 0 or args.official_memory_batch < 0:
         raise BenchError("--warmup and --official-memory-batch must be >= 0 and --memory-limit "
                          "> 0 (GiB)")
+    if args.official is not None and not args.official.is_dir():
+        raise BenchError(f"--official must be a folder holding official checkouts, got "
+                         f"{args.official}")
     try:
         device = torch.device(args.device)
     except RuntimeError as e:
@@ -220,8 +225,11 @@ def _peak_after(env: dict[str, Any], rows: Sequence[Row], args: argparse.Namespa
 
 def bench(args: argparse.Namespace, settings: Settings, command: str) -> int:
     """Discover, measure, print and write; returns the exit code."""
-    cases = discover_cases(args.families, args.mixers, args.stages, extras=not args.no_extras)
-    if not cases:
+    if args.official_only and args.official is None:
+        raise BenchError("--official-only needs --official DIR")
+    cases = ([] if args.official_only else
+             discover_cases(args.families, args.mixers, args.stages, extras=not args.no_extras))
+    if not cases and not args.official_only:
         raise BenchError(f"no mixer matches --families {args.families} --mixers {args.mixers} "
                          f"--stages {args.stages}")
     for case in cases:
