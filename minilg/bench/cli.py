@@ -85,6 +85,8 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
                                  "memory comparison with --official (0: skip)"}),
     ("--official-only", {"action": "store_true", "help": "with --official: no mixer cases, "
                          "only the official comparison (and --train-step, --block-memory)"}),
+    ("--official-models", {"action": "store_true", "help": "with --official: also the whole "
+                           "Tiny models on 224 px images"}),
     ("--breakdown", {"action": "store_true", "help": "also profile each configuration's whole "
                      "block (forward, no grad): time and exact MACs per category (projections, "
                      "attention, bias & masks, gather/pool, convolution, MLP, norms, "
@@ -244,7 +246,7 @@ def bench(args: argparse.Namespace, settings: Settings, command: str) -> int:
     memory: dict[str, Any] | None = None
     if args.official is not None:
         official, memory, more = run_official(args.official, settings,
-                                              args.official_memory_batch)
+                                              args.official_memory_batch, args.official_models)
         notes.extend(more)
     _peak_after(env, rows, args, settings)
     exponents = scaling(rows)

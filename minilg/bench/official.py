@@ -14,6 +14,8 @@ case is reported and not timed), then both are timed in paired rounds in rotated
   partition, ``WindowAttention`` with its mask, reverse, roll back), against minilg's mixer;
 * ``Focal-T block``: the official ``FocalTransformerBlock`` against minilg's block;
 * ``HAT-Net-T stage 1`` (56²) and ``stage 2`` (28²): the stage's blocks in sequence;
+* with ``--official-models``: ``Swin-T model``, ``Focal-T model``, ``HAT-Net-T model``, the
+  whole classifiers on 224² images;
 * memory (with ``--official-memory-batch``, 128 by default): the SW-MSA cut and minilg's SW-MSA
   mixer, forward without grad, each on the *whole* batch in one call (batch against batch: no
   slicing of the batch counts as a saving), peak allocation above the input
@@ -149,6 +151,7 @@ def swin_cut(module: Any, block: Any) -> Callable[[Tensor], Tensor]:
 
 
 Pair = tuple[str, Callable[[Tensor], Tensor], Callable[[Tensor], Tensor], tuple[int, int, int]]
+LABELS = {"swin": "Swin-T", "focal": "Focal-T", "hat_net": "HAT-Net-T"}
 
 
 def _sequence(blocks: Any) -> Callable[[Tensor], Tensor]:
@@ -160,11 +163,18 @@ def _sequence(blocks: Any) -> Callable[[Tensor], Tensor]:
     return run
 
 
-def _pairs(module: types.ModuleType, family: str, settings: Settings) -> list[Pair]:
-    """``(case, official fn on its layout, minilg fn on (B, H, W, C), (H, W, C))`` per case;
-    the official fn takes minilg's layout and returns it (the layout change is not timed
-    separately: it is a view or one copy)."""
+def _pairs(module: types.ModuleType, family: str, settings: Settings, models: bool
+           ) -> list[Pair]:
+    """``(case, official fn, minilg fn, input shape without the batch)`` per case: maps
+    ``(H, W, C)``, the official fn taking minilg's layout and returning it (the layout change is
+    a view or one copy); with ``models`` also the whole models on ``(3, 224, 224)`` images."""
     official, ours = _models(module, family, settings)
+    whole: list[Pair] = [(f"{LABELS[family]} model", official, ours, (3, 224, 224))]
+    return _parts(module, family, official, ours) + (whole if models else [])
+
+
+def _parts(module: types.ModuleType, family: str, official: Any, ours: Any) -> list[Pair]:
+    """The stage-1 parts compared (see the module docstring)."""
     if family == "swin":
         blocks, mine = official.layers[0].blocks, ours.stages[0].blocks
         return [(f"Swin-T {name}", swin_cut(module, blocks[i]), mine[i].mixer, (56, 56, 96))
@@ -190,12 +200,14 @@ def _pairs(module: types.ModuleType, family: str, settings: Settings) -> list[Pa
 
 
 def compare(name: str, official: Callable[[Tensor], Tensor], ours: Callable[[Tensor], Tensor],
-            x: Tensor, settings: Settings) -> dict[str, Any]:
-    """Outputs checked equal, then paired rounds: ``official / minilg`` per round."""
+            x: Tensor, settings: Settings, size: int | None = None) -> dict[str, Any]:
+    """Outputs checked equal, then paired rounds: ``official / minilg`` per round. ``size``:
+    the map or image side recorded (default ``x.shape[1]``, a map's height)."""
     with torch.no_grad():
         expected, got = official(x).float(), ours(x).float()
         diff = float((expected - got).abs().max() / expected.abs().max().clamp(min=1))
-        record: dict[str, Any] = {"case": name, "batch": x.shape[0], "size": x.shape[1],
+        record: dict[str, Any] = {"case": name, "batch": x.shape[0],
+                                  "size": x.shape[1] if size is None else size,
                                   "threads": settings.threads, "max_diff": diff}
         if not diff <= TOLERANCE:
             return {**record, "ratio": None, "note": f"outputs differ ({diff:.1e}): not timed"}
@@ -230,9 +242,10 @@ def official_memory(module: types.ModuleType, settings: Settings, batch: int) ->
     return result
 
 
-def run_official(root: Path, settings: Settings, memory_batch: int | None
+def run_official(root: Path, settings: Settings, memory_batch: int | None, models: bool = False
                  ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[str]]:
-    """Every case whose checkout is under ``root``: records, the memory record, notes."""
+    """Every case whose checkout is under ``root`` (with ``models`` the whole models too):
+    records, the memory record, notes."""
     if not root.is_dir():
         raise BenchError(f"--official must be a folder holding official checkouts, got {root}")
     records, notes, memory = [], [], None
@@ -241,10 +254,10 @@ def run_official(root: Path, settings: Settings, memory_batch: int | None
         if module is None:
             notes.append(f"--official: {root / folder / file} not found, {family} not compared")
             continue
-        for name, official, ours, (height, width, dim) in _pairs(module, family, settings):
+        for name, official, ours, shape in _pairs(module, family, settings, models):
             torch.manual_seed(0)
-            x = torch.randn(settings.batch, height, width, dim, device=settings.device)
-            records.append(compare(name, official, ours, x.to(settings.dtype), settings))
+            x = torch.randn(settings.batch, *shape, device=settings.device).to(settings.dtype)
+            records.append(compare(name, official, ours, x, settings, max(shape[:2])))
         if family == "swin" and memory_batch:
             memory = official_memory(module, settings, memory_batch)
     return records, memory, notes
