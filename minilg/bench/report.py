@@ -51,7 +51,8 @@ def results_table(rows: Sequence[Row]) -> str:
     path; ``x`` is plain / core (median of per-round ratios, ``[q1, q3]``), ``sf x`` the same
     against the straightforward path; ``IQR%`` the largest interquartile range of the timings,
     relative to its median."""
-    head = (f"{'case':<30}{'map':>5}{'GMACs':>8}{'fwd ms':>9}{'plain':>9}{'sf':>9}"
+    width = max([30, *(len(r.case) + 2 for r in rows)])
+    head = (f"{'case':<{width}}{'map':>5}{'GMACs':>8}{'fwd ms':>9}{'plain':>9}{'sf':>9}"
             f"{'x [q1,q3]':>19}{'sf x':>6}{'f+b ms':>9}{'plain':>9}{'sf':>9}{'x [q1,q3]':>19}"
             f"{'sf x':>6}{'GFLOP/s':>9}{'%peak':>7}{'MiB f+b':>9}{'plain':>8}{'IQR%':>6}"
             f"{'diff':>9}")
@@ -61,7 +62,7 @@ def results_table(rows: Sequence[Row]) -> str:
         spreads = [s for row in (r, plain, sf) if row is not None
                    for s in (row.fwd_spread, row.fwdbwd_spread)]
         lines.append(
-            f"{r.case:<30}{r.size:>5}{r.macs / 1e9:>8.3f}{r.fwd_ms:>9.2f}"
+            f"{r.case:<{width}}{r.size:>5}{r.macs / 1e9:>8.3f}{r.fwd_ms:>9.2f}"
             f"{_ms(plain, 'fwd_ms'):>9}{_ms(sf, 'fwd_ms'):>9}"
             f"{_x(r.speedup_fwd, r.speedup_fwd_iqr):>19}{_x(r.vs_straightforward_fwd):>6}"
             f"{r.fwdbwd_ms:>9.2f}{_ms(plain, 'fwdbwd_ms'):>9}{_ms(sf, 'fwdbwd_ms'):>9}"
@@ -126,10 +127,11 @@ def official_table(records: Sequence[dict[str, Any]], memory: dict[str, Any] | N
 
 def scaling_table(exponents: Sequence[dict[str, Any]]) -> str:
     """One line per (case, path, pair of maps): the exponents of MACs and of time."""
-    lines = [f"{'case':<30}{'path':<17}{'maps':>11}{'MACs':>7}{'fwd':>7}{'f+b':>7}"]
+    width = max([30, *(len(e["case"]) + 2 for e in exponents)])
+    lines = [f"{'case':<{width}}{'path':<17}{'maps':>11}{'MACs':>7}{'fwd':>7}{'f+b':>7}"]
     for e in exponents:
         maps = f"{e['from']}->{e['to']}"
-        lines.append(f"{e['case']:<30}{e['path']:<17}{maps:>11}{e['macs']:>7.2f}"
+        lines.append(f"{e['case']:<{width}}{e['path']:<17}{maps:>11}{e['macs']:>7.2f}"
                      f"{e['fwd']:>7.2f}{e['fwdbwd']:>7.2f}")
     return "\n".join(lines)
 
