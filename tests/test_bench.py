@@ -18,6 +18,7 @@ from minilg.attention.scopes import scope
 from minilg.bench import cli as bench_cli
 from minilg.bench import memory as bench_memory
 from minilg.bench import targets as bench_targets
+from minilg.cli import main
 from minilg.errors import MinilgError
 
 TINY = ["--batch", "1", "--rounds", "1", "--warmup", "0", "--peak-n", "64"]
@@ -26,6 +27,11 @@ TINY = ["--batch", "1", "--rounds", "1", "--warmup", "0", "--peak-n", "64"]
 @pytest.fixture(scope="module")
 def swin_cases() -> list[bench.Case]:
     return bench.discover_cases(["swin"])
+
+
+def _bench_cli(argv: list[str]) -> int:
+    """``python -m minilg bench ARGV`` through the command line (one ``error:`` line, exit 2)."""
+    return main(["bench", *argv])
 
 
 def test_cases_come_from_the_registry(swin_cases: list[bench.Case]) -> None:
@@ -66,7 +72,7 @@ def test_cli_writes_table_csv_json_and_plot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["--families", "swin", "--sizes", "12", "8", "16", *TINY, "--out", str(tmp_path)]
-    assert bench.cli_bench(argv) == 0
+    assert _bench_cli(argv) == 0
     out = capsys.readouterr().out
     assert "threads 1" in out and "matmul peak (fp32, n=64)" in out
     assert "swin_tiny s1.b1 SW-MSA" in out and "Targets (measured vs target" in out
@@ -118,7 +124,7 @@ def test_memory_limit_skips_without_attempting(
     limit = (small + large) / 2 / 2**30
     argv = ["--families", "swin", "--mixers", "W-MSA", "--sizes", "8", "16", *TINY,
             "--memory-limit", str(limit), "--out", str(tmp_path)]
-    assert bench.cli_bench(argv) == 0
+    assert _bench_cli(argv) == 0
     assert attempted == [8]
     out = capsys.readouterr().out
     assert "note: swin_tiny s1.b0 W-MSA @ 16: skipped, straightforward scores need" in out
@@ -143,7 +149,7 @@ def test_estimate_falls_back_to_the_full_attention_bound(
 def test_block_memory_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--families", "swin", "--mixers", "W-MSA", "--sizes", "8", *TINY,
             "--block-memory", "--block-batch", "2", "--out", str(tmp_path)]
-    assert bench.cli_bench(argv) == 0
+    assert _bench_cli(argv) == 0
     blocks = json.loads((tmp_path / "bench.json").read_text())["block_memory"]
     assert [(b["what"], b["path"]) for b in blocks] == [
         (f"swin_tiny s1.b1 {part}", path) for part in ("block", "mixer") for path in bench.PATHS]
@@ -395,8 +401,8 @@ def test_official_machinery_without_official_code(tmp_path: Path) -> None:
         "from timm.models.registry import register_model\n"
         "from timm.models.vision_transformer import _cfg\n"
         "DROP = DropPath(0.1)\n")
-    assert bench.cli_bench(["--official", str(tmp_path / "nothing"), "--official-only"]) == 2
-    assert bench.cli_bench(["--official-only"]) == 2
+    assert _bench_cli(["--official", str(tmp_path / "nothing"), "--official-only"]) == 2
+    assert _bench_cli(["--official-only"]) == 2
     module = bench.import_official(tmp_path, "hat_net")
     assert module is not None and module.DROP(x) is x
     import importlib.util
@@ -419,14 +425,14 @@ def test_official_machinery_without_official_code(tmp_path: Path) -> None:
 def test_expected_failures_exit_2_with_one_line(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert bench.cli_bench(argv) == 2
+    assert _bench_cli(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")
 def test_cuda_without_cuda_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench.cli_bench(["--device", "cuda"]) == 2
+    assert _bench_cli(["--device", "cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
 
 
@@ -586,7 +592,7 @@ def test_cli_breakdown_and_how_the_figures_were_made(
 ) -> None:
     argv = ["--families", "swin", "--mixers", "W-MSA", "--sizes", "8", "14", *TINY,
             "--breakdown", "--note", "idle machine", "--out", str(tmp_path)]
-    assert bench.cli_bench(argv) == 0
+    assert _bench_cli(argv) == 0
     assert "Where the block's forward spends its time" in capsys.readouterr().out
     payload = json.loads((tmp_path / "bench.json").read_text())
     env = payload["environment"]

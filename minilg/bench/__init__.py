@@ -30,10 +30,6 @@ paired rounds, :mod:`~minilg.bench.official`). The goals and earlier figures liv
 
 from __future__ import annotations
 
-import argparse
-import sys
-from typing import Any, NoReturn
-
 from minilg.bench.baseline import core_attend_calls, plain_attend, plain_mask, plain_math
 from minilg.bench.breakdown import (
     CATEGORIES,
@@ -54,7 +50,7 @@ from minilg.bench.cases import (
     extra_cases,
     mixer_label,
 )
-from minilg.bench.cli import DESCRIPTION, add_arguments, run
+from minilg.bench.cli import add_arguments, run
 from minilg.bench.memory import cpu_peak_bytes, estimated_bytes, score_bytes
 from minilg.bench.official import compare, import_official, run_official, timm_stand_in
 from minilg.bench.settings import BASELINE, PATHS, BenchError, Settings
@@ -81,12 +77,11 @@ from minilg.bench.timing import (
     scaling,
 )
 from minilg.bench.train_step import REFERENCE, TRAIN_MODELS, train_steps
-from minilg.errors import MinilgError
 
 __all__ = ["BASELINE", "CATEGORIES", "FRAME_OVERRIDES", "PATHS", "REFERENCE", "TRAIN_MODELS",
            "BenchError", "Case", "Ratio", "Row", "ScopeTracker", "Settings", "Target",
            "add_arguments", "attribute", "breakdown", "canonical_models", "category",
-           "cli_bench", "compare", "core_attend_calls", "cpu_peak_bytes", "discover_cases",
+           "compare", "core_attend_calls", "cpu_peak_bytes", "discover_cases",
            "estimated_bytes", "evaluate", "exponent", "exponent_target", "extra_cases",
            "import_official", "macs_breakdown", "matmul_peak", "measure", "memory_target",
            "mixer_label", "module_labels", "official_memory_target", "official_targets",
@@ -96,22 +91,3 @@ __all__ = ["BASELINE", "CATEGORIES", "FRAME_OVERRIDES", "PATHS", "REFERENCE", "T
            "train_steps"]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, no usage dump
-        raise BenchError(message)
-
-
-def cli_bench(argv: list[str]) -> int:
-    """Interim entry point (until :mod:`minilg.cli` builds the verb's parser and calls
-    :func:`add_arguments` and :func:`run` itself): expected failures are one ``error:`` line on
-    stderr and their exit code (2)."""
-    parser = _Parser(prog="python -m minilg bench", description=DESCRIPTION)
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(list(argv)))
-    except MinilgError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except SystemExit as e:  # --help
-        code: Any = e.code
-        return int(code or 0)

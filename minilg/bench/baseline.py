@@ -25,8 +25,7 @@ that nothing escaped.
 from __future__ import annotations
 
 import contextlib
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from einops import rearrange
@@ -83,20 +82,10 @@ def plain_attend(q: Tensor, sources: Sequence[KeySource], heads: int) -> Tensor:
     return rearrange(out, "b g h t d -> b g t (h d)")
 
 
-@contextlib.contextmanager
-def plain_math() -> Iterator[None]:
-    """Inside the block every mixer attends through :func:`plain_attend` (not reentrant)."""
-    original = core.attend
-    holders = [module for name, module in list(sys.modules.items())
-               if name.startswith("minilg.attention") and module is not None
-               and getattr(module, "attend", None) is original]
-    for module in holders:
-        module.attend = plain_attend  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        for module in holders:
-            module.attend = original  # type: ignore[attr-defined]
+def plain_math() -> contextlib.AbstractContextManager[None]:
+    """Inside the block every mixer attends through :func:`plain_attend` (the core's
+    :func:`~minilg.attention.core.attending_with` hook: same key sources, plain math)."""
+    return core.attending_with(plain_attend)
 
 
 class AttendCounter:
