@@ -4,12 +4,20 @@
 
 ``config`` takes the official ``FocalTransformer`` constructor's arguments; missing ones take its
 defaults (note ``focal_levels=[1, 1, 1, 1]``: no pooled level unless given; the released yaml
-files use 2). The model follows the official data flow (:mod:`minilg.attention.focal`), so its
-outputs equal the official model's. Pass ``follow="paper"`` (a minilg option) to run the same
-weights on the paper's keys: the fine level's two official biases become one dense bias with
-duplicated ring slots merged by ``logaddexp`` (:func:`~minilg.attention.focal.
-official_to_paper_fine_bias`); that model equals the official one on every window whose ring
-does not wrap around the border.
+files use 2). The domain is what the official code runs: any ``focal_levels`` per stage (pooled
+levels ``k = 0 .. L - 2``, :mod:`minilg.attention.focal_official`), odd ``focal_windows``,
+``expand_sizes`` per stage, ``expand_layer`` ``"all"``/``"even"``/``"odd"``, ``focal_stages``,
+``focal_pool`` ``"fc"``/``"mean"``/``"max"``/``"conv"``/``"none"``, ``use_shift``,
+``use_conv_embed``, ``use_layerscale``. The model follows the official data flow
+(:mod:`minilg.attention.focal_official`), so its outputs equal the official model's; the
+conversion names the registered model (``focal_tiny``) and the overrides that rebuild it, so
+converted files reload with :func:`minilg.train.load_model`.
+
+Pass ``follow="paper"`` (a minilg option) to run the same weights on the paper's keys: the fine
+level's two official biases become one dense bias with duplicated ring slots merged by
+``logaddexp`` (:func:`~minilg.attention.focal_official.official_to_paper_fine_bias`); that
+model equals the official one on every window whose ring does not wrap around the border (only
+where the pooled levels have a paper form: ``s_w`` dividing the window).
 
 Key map (``s`` stage, ``i`` block, ``k`` pooled level)::
 
