@@ -521,3 +521,13 @@ def test_layer_scale_converts() -> None:
     conversion = convert_official("focal", {**state, **gammas}, **config)
     block = conversion.model.stages[1][0]  # type: ignore[index]
     assert block.scale1.gamma.detach().eq(0.5).all() and block.scale2.gamma.detach().eq(0.25).all()
+
+
+def test_converted_four_level_model_macs_are_exact() -> None:
+    state, config, _ = fixture("focal_official_levels4")
+    model = convert_official("focal", state, **config).model
+    assert model_macs(model, 224) == measured_model_macs(model, 224)
+    # block 0 of each stage has no ring (expand_layer "even"); s_r = fw + 2^k - 1
+    assert keys_per_window(model) == [(25, 25, 36, 64), (25, 9, 16), (25,), (25, 1)]
+    ring = 4 * 25 - 4 * (5 - 2) ** 2  # block 1 of stage 0: expand 2
+    assert model.stages[0][1].mixer.keys_per_window() == (25 + ring, 25, 36, 64)  # type: ignore[index]
