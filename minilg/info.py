@@ -9,7 +9,7 @@ import torch
 
 from minilg.complexity import model_macs
 from minilg.errors import MinilgError
-from minilg.models.backbone import ModelBase
+from minilg.models.base import ModelBase
 from minilg.reference import PaperRow, paper_row
 from minilg.registry import create_model, list_models, model_entry
 

@@ -27,7 +27,8 @@ from minilg.attention.grouping import (
 )
 from minilg.attention.position import RelativePositionBias, relative_position_index
 from minilg.attention.scopes import listening
-from minilg.layers import Block, DropPath, Mlp
+from minilg.models.blocks import Block
+from minilg.nn import DropPath, Mlp
 
 
 def brute_force(

@@ -285,7 +285,7 @@ def test_official_fixture_logits_and_stages(dtype: torch.dtype, tolerance: float
         assert relative_error(model(x), tensors["logits_224"]) <= tolerance
         _, stages = model.forward_intermediates(x, output_fmt="NHWC")  # type: ignore[operator, misc]
         for i, stage in enumerate(stages):
-            y = model.downsamples[i](stage) if i < 3 else stage  # type: ignore[index, operator]
+            y = model.stages[i + 1].downsample(stage) if i < 3 else stage  # type: ignore[index, operator]
             ref = tensors[f"stage{i}_224"]
             assert relative_error(y.reshape(ref.shape), ref) <= tolerance
 

@@ -88,7 +88,7 @@ from minilg.attention.grouping import (
     subwindow_pool,
     window_labels,
 )
-from minilg.layers import ChannelsLastGroupNorm
+from minilg.nn import ChannelsLastGroupNorm
 from minilg.validate import Pair, as_pair, check_size, one_of
 
 Follow = Literal["paper", "official"]
@@ -182,7 +182,7 @@ class HierarchicalAttention(AttentionMixer):
 
     Layers (named as the official ``attn.*``): ``norm``, ``qkv``, ``proj``; with ``G1 > 1`` also
     ``q``, ``kv`` and, in ``official`` mode, ``grid_norm`` and ``ds_norm``. The mixer includes
-    its own norm: use it in a :class:`~minilg.layers.Block` with ``norm=nn.Identity``.
+    its own norm: use it in a :class:`~minilg.models.blocks.Block` with ``norm=nn.Identity``.
 
     ``official`` mode equals the official module wherever that one runs (``G1`` dividing the
     map); on other sizes, where the official code fails, it pads and masks exactly as ``paper``

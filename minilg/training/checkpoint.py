@@ -45,6 +45,7 @@ from torch import nn
 
 from minilg.errors import CheckpointError
 from minilg.io import atomic_write_bytes
+from minilg.models.legacy import upgrade_state_dict
 
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
@@ -190,7 +191,7 @@ def load_weights(path: str | Path, model: nn.Module, device: str | torch.device 
     if expected is not None and tensors_digest(tensors) != expected:
         raise CheckpointError(f"{path} is corrupt: its tensors do not match their checksum")
     try:
-        model.load_state_dict(tensors)
+        model.load_state_dict(upgrade_state_dict(tensors, model.state_dict()))  # older layouts
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0:2]
         raise CheckpointError(
