@@ -142,21 +142,24 @@ def _run_config(name: str, base: TrainConfig, out_dir: Path | None) -> TrainConf
 
 
 def _train_row(planned: TrainConfig, base: TrainConfig) -> dict[str, Any]:
-    """Claim the model's folder (check it again, under its lock, held through training), then
-    train and measure."""
-    with contextlib.ExitStack() as held:
-        cfg = planned
-        if planned.out is not None:
-            run_dir = Path(planned.out)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            held.enter_context(run_lock(run_dir))  # train takes the same lock again
+    """Claim the model's folder (check it again, under its lock), then train and measure.
+
+    Between the claim and ``train`` taking the lock again, a run that starts there holds the
+    lock (train is refused) and one that finished left a checkpoint (train refuses a fresh run
+    over it): either way nothing is lost.
+    """
+    cfg = planned
+    if planned.out is not None:
+        run_dir = Path(planned.out)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with run_lock(run_dir):
             cfg = _run_config(planned.model, base, run_dir.parent)
             if not cfg.resume:
                 _clear_run(run_dir)  # a previous comparison's run (marked as ours), or nothing
                 write_json(run_dir / COMPARE_MARKER, {"created_by": "python -m minilg compare"})
-        t0 = time.perf_counter()
-        result = train(cfg)
-        minutes = (time.perf_counter() - t0) / 60
+    t0 = time.perf_counter()
+    result = train(cfg)
+    minutes = (time.perf_counter() - t0) / 60
     hist = result.history
     speeds = [r["train_images_per_s"] for r in hist[1:]] or [hist[0]["train_images_per_s"]]
     val = [r["val_top1"] for r in hist if r["val_top1"] is not None]

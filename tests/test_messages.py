@@ -112,3 +112,77 @@ def test_safetensors_metadata_is_covered_by_the_checksum(tmp_path: Path) -> None
         ckpt.read_weights_metadata(path)
     with pytest.raises(CheckpointError, match="edited after it was written"):
         load_model(path)
+
+
+def test_a_dangling_symlink_is_skipped_and_counted_like_an_unreadable_image(
+    tmp_path: Path,
+) -> None:
+    from PIL import Image
+
+    from minilg.data import load_subset
+    from minilg.data.core import SkippedImagesWarning
+
+    root = tmp_path / "images"
+    for split in ("train", "val"):
+        for wnid in ("n01", "n02"):
+            (root / split / wnid).mkdir(parents=True)
+            for j in range(2):
+                Image.new("RGB", (20, 20), (60 * j, 0, 0)).save(root / split / wnid / f"{j}.JPEG")
+    (root / "train" / "n01" / "gone.JPEG").symlink_to(tmp_path / "nowhere.JPEG")
+    with pytest.warns(SkippedImagesWarning, match=r"skipped 1 unreadable image\(s\) of 5 "
+                      r"\(e\.g\. n01/gone\.JPEG"):
+        ds = load_subset("imagefolder", "train", 16, root=root, cache_dir=tmp_path / "cache")
+    assert len(ds) == 4 and ds.skipped == 1
+
+
+def _loose_weights(tmp_path: Path, name: str = "deit_mini") -> Path:
+    from minilg.registry import create_model
+    from minilg.training.checkpoint import save_weights
+
+    path = tmp_path / f"{name}.safetensors"
+    save_weights(path, create_model(name, num_classes=10, img_size=32),
+                 {"model": name, "num_classes": "10", "img_size": "32", "data": "synthetic"})
+    return path
+
+
+class _Loaded(Exception):
+    """Raised by the stand-in for load_subset: what eval asked for."""
+
+
+def _record_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    import minilg.training.evaluation as evaluation
+
+    def load(*args: object, **kwargs: object) -> None:
+        raise _Loaded(kwargs.get("root"))
+
+    monkeypatch.setattr(evaluation, "load_subset", load)
+
+
+def test_eval_root_empty_clears_the_runs_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import minilg.training.evaluation as evaluation
+    from minilg.training.config import TrainConfig
+
+    weights = _loose_weights(tmp_path)
+    config = TrainConfig(model="deit_mini", data="imagenette", root=str(tmp_path)).to_dict()
+    monkeypatch.setattr(evaluation, "locate_checkpoint", lambda path: (weights, config))
+    _record_load(monkeypatch)
+    with pytest.raises(_Loaded) as inherited:
+        evaluation.evaluate_checkpoint(weights, device="cpu")
+    assert inherited.value.args == (str(tmp_path),)
+    with pytest.raises(_Loaded) as cleared:
+        evaluation.evaluate_checkpoint(weights, root="", device="cpu")
+    assert cleared.value.args == (None,)
+
+
+def test_eval_of_deit_at_another_resolution_gives_advice_eval_can_follow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = _loose_weights(tmp_path)
+    _record_load(monkeypatch)  # refused before any data is loaded
+    assert main(["eval", "--checkpoint", str(weights), "--resolution", "64"]) == 2
+    err = _error(capsys)
+    assert "--resolution: 64 does not fit this model, built for 32 px" in err
+    assert "evaluate it without --resolution (it then uses 32)" in err
+    assert "create the model" not in err

@@ -61,9 +61,7 @@ def check_writable_folder(path: str | Path, field: str = "out") -> Path:
 @contextlib.contextmanager
 def run_lock(out_dir: Path) -> Iterator[None]:
     """Hold ``out_dir``'s run lock for the block; RunLockedError if another process holds it."""
-    # one lock object per path in a process: a caller that already holds the folder (compare,
-    # claiming each model's folder) can run train into it, which takes the lock again
-    lock = FileLock(str(out_dir / LOCK_FILE), timeout=0, is_singleton=True)
+    lock = FileLock(str(out_dir / LOCK_FILE), timeout=0)
     try:
         lock.acquire()
     except Timeout:
