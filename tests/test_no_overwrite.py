@@ -347,3 +347,15 @@ def test_verbs_without_outputs_write_nothing(
     monkeypatch.chdir(folder)
     assert main(argv) == 0
     assert _files(folder) == before
+
+
+def test_train_never_writes_into_its_data_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "imagenette2-160"
+    (data / "train").mkdir(parents=True)
+    for out in (data, data / "train" / "runs"):
+        assert main(["train", "--data", "imagenette", "--root", str(data), "--out", str(out),
+                     "--no-verbose"]) == 2
+        _one_error_line(capsys, "is inside the data folder --root")
+    assert sorted(p.name for p in data.rglob("*")) == ["train"]

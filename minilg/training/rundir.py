@@ -34,8 +34,8 @@ from minilg.training import checkpoint as ckpt
 from minilg.training.config import TrainConfig
 
 __all__ = [
-    "LOCK_FILE", "RUN_OUTPUTS", "check_writable_folder", "claim_out_folder", "foreign_outputs",
-    "run_lock", "saved_config",
+    "LOCK_FILE", "RUN_OUTPUTS", "check_not_inside_data", "check_writable_folder",
+    "claim_out_folder", "foreign_outputs", "run_lock", "saved_config",
 ]
 
 LOCK_FILE = ".minilg.lock"
@@ -82,6 +82,7 @@ def claim_out_folder(cfg: TrainConfig, out_dir: Path | None, held: contextlib.Ex
         if cfg.resume:
             raise ConfigError("resume", "needs an out folder to resume from (--out)")
         return False
+    check_not_inside_data(out_dir, cfg.root)
     check_writable_folder(out_dir)
     foreign = [] if cfg.resume else foreign_outputs(out_dir)
     if foreign:  # refused before the lock file would mark the folder as a run's
@@ -123,6 +124,19 @@ def foreign_outputs(out_dir: Path) -> list[str]:
     if (out_dir / LOCK_FILE).is_file():
         return []
     return [n for n in RUN_OUTPUTS if os.path.lexists(out_dir / n)]
+
+
+def check_not_inside_data(out_dir: Path, root: str | None) -> None:
+    """ConfigError when the out folder is the data folder ``root`` or inside it: a run never
+    writes into the source of its own input."""
+    if not root:
+        return
+    data, out = Path(root).expanduser().resolve(), out_dir.expanduser().resolve()
+    if out == data or data in out.parents:
+        raise ConfigError(
+            "out", f"{out_dir} is inside the data folder --root {root}: a run never writes into "
+            "its data; choose a folder outside it"
+        )
 
 
 def saved_config(out_dir: Path) -> dict[str, Any]:
