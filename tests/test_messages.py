@@ -186,3 +186,43 @@ def test_eval_of_deit_at_another_resolution_gives_advice_eval_can_follow(
     assert "--resolution: 64 does not fit this model, built for 32 px" in err
     assert "evaluate it without --resolution (it then uses 32)" in err
     assert "create the model" not in err
+
+
+# ----------------------------------------------------------------------------- bench
+def test_bench_refuses_what_exceeds_the_machine_before_measuring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import minilg.bench.cli as bench_cli
+
+    def never(*args: object) -> None:
+        raise AssertionError("measured before the memory estimate refused the run")
+
+    monkeypatch.setattr(bench_cli, "measure", never)
+    monkeypatch.setattr(bench_cli, "matmul_peak", never)
+    monkeypatch.setattr(bench_cli, "machine_memory", lambda device: 2**20)  # a 1 MiB machine
+    out = tmp_path / "bench"
+    assert main(["bench", "--families", "swin", "--mixers", "W-MSA", "--sizes", "16", "--batch",
+                 "64", "--memory-limit", "1000", "--out", str(out)]) == 2
+    err = _error(capsys)
+    assert "W-MSA @ 16 (--batch 64): the straightforward version's scores need an estimated " \
+           "16 MiB, more than this machine's 1 MiB (cpu)" in err
+    assert "lower --memory-limit (now 1000 GiB), --batch or --sizes" in err
+    assert not out.exists()
+
+
+def test_bench_checks_out_before_measuring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import minilg.bench.cli as bench_cli
+
+    def never(*args: object) -> None:
+        raise AssertionError("measured before --out was checked")
+
+    monkeypatch.setattr(bench_cli, "discover_cases", never)
+    (tmp_path / "file").write_text("mine")
+    assert main(["bench", "--out", str(tmp_path / "file")]) == 2
+    assert f"--out {tmp_path / 'file'} is a file, not a folder" in _error(capsys)
+    (tmp_path / "bench.md").write_text("mine")
+    assert main(["bench", "--out", str(tmp_path)]) == 2
+    assert "already holds bench.md, which bench did not write there" in _error(capsys)
+    assert (tmp_path / "bench.md").read_text() == "mine"
