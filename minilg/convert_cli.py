@@ -150,7 +150,7 @@ def check_output(out: str, checkpoint: str, force: bool) -> None:
         meta = read_weights_metadata(target)
     except CheckpointError:
         meta = {}
-    ours = meta.get("written_by") == WRITTEN_BY
+    ours = meta.get("written_by") == WRITTEN_BY or "converted_from" in meta  # or an older one
     if not ours:
         raise ConversionError(f"output {out} already exists and convert did not write it: "
                               "choose another output file")
