@@ -308,6 +308,8 @@ class HierarchicalAttention(AttentionMixer):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
+        if x.shape[0] == 0:  # an empty batch maps to an empty output, as in every mixer
+            return x.new_empty(x.shape)
         normed = self.norm(x)
         if self.is_msa:
             mixed: Tensor = self.proj(self.full_attention(normed))

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from minilg.models.base import (
     ModelBase,
+    check_model_args,
     check_positive,
     drop_path_rates,
     init_weights,
@@ -85,6 +86,7 @@ class HierarchicalBackbone(ModelBase):
         init_convs: bool = False,
     ) -> None:
         super().__init__()
+        check_model_args(num_classes, img_size, drop_path_rate)
         _check_stages(dims, depths, heads, img_size, drop_path_rate)
         self.num_classes, self.img_size, self.num_features = num_classes, img_size, dims[-1]
         self.in_chans = in_chans
@@ -239,6 +241,7 @@ class IsotropicBackbone(ModelBase):
         norm: NormFactory = nn.LayerNorm,
     ) -> None:
         super().__init__()
+        check_model_args(num_classes, img_size, drop_path_rate)
         check_positive("dim, depth, img_size, patch_size", [dim, depth, img_size, patch_size])
         if img_size % patch_size:
             raise ValueError(
