@@ -19,7 +19,7 @@ from minilg.registry import list_models
 
 MIXERS = [
     FullAttention(8, 2), WindowAttention(8, 2, 4, 2), FocalAttention(8, 2, 4, ((1, 8), (2, 6))),
-    FocalAttention(8, 2, 4, ((1, 8), (2, 6)), follow="official"),
+    FocalAttention(8, 2, 4, ((1, 8), (4, 3), (2, 4)), follow="official"),  # pooled k = 0, 1
     GlanceGazeAttention(8, 2, partition=3), HierarchicalAttention(8, 2, grid=2, pool=2),
     HierarchicalAttention(8, 2, grid=1, pool=1), SpatialReductionAttention(8, 2, 2),
     SemanticRegionAttention(8, 2, 4),
