@@ -42,7 +42,7 @@ from minilg.convert import (
     unwrap_checkpoint,
 )
 from minilg.errors import CheckpointError
-from minilg.training.checkpoint import read_weights_metadata, save_weights
+from minilg.training.weights import read_weights_metadata, save_weights
 
 __all__ = [
     "WRITTEN_BY", "add_arguments", "check_family", "check_output", "guess_family",
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.out, args.checkpoint, args.force)
     config = read_config(args.family, args.config)
     state = read_checkpoint(args.checkpoint)
-    check_family(args.family, state, args.checkpoint)
+    check_family(args.family, unwrap_checkpoint(state), args.checkpoint)
     conversion = convert_official(args.family, state, **config)
     save_converted(conversion, args.family, args.out)
     print(f"wrote {args.out} ({conversion.name})")

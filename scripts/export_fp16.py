@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from minilg.training.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_weights_metadata
+from minilg.training.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from minilg.training.weights import read_weights_metadata
 
 
 def main(run_dir: str, out: str, *flags: str) -> int:

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import minilg.convert_cli
 from minilg.cli import main
 from minilg.errors import CheckpointError
-from minilg.training import checkpoint as ckpt
+from minilg.training.weights import read_weights_metadata
 
 DATA = Path(__file__).parent / "data"
 
@@ -97,19 +97,19 @@ def test_convert_output_errors_name_the_output(
 def test_safetensors_metadata_is_covered_by_the_checksum(tmp_path: Path) -> None:
     """An edited ``img_size`` in a weights file outside its run folder is detected."""
     from minilg.train import load_model
-    from minilg.training.checkpoint import save_weights
+    from minilg.training.weights import save_weights
 
     model = torch.nn.Linear(4, 2)
     path = tmp_path / "w.safetensors"
     save_weights(path, model, {"model": "swin_mini", "num_classes": "10", "img_size": "32"})
-    assert ckpt.read_weights_metadata(path)["img_size"] == "32"
+    assert read_weights_metadata(path)["img_size"] == "32"
     data = path.read_bytes()
     n = int.from_bytes(data[:8], "little")
     header = data[8:8 + n].replace(b'"img_size":"32"', b'"img_size":"64"')
     assert len(header) == n and header != data[8:8 + n]
     path.write_bytes(data[:8] + header + data[8 + n:])
     with pytest.raises(CheckpointError, match=r"metadata .* do not match their checksum"):
-        ckpt.read_weights_metadata(path)
+        read_weights_metadata(path)
     with pytest.raises(CheckpointError, match="edited after it was written"):
         load_model(path)
 
@@ -137,7 +137,7 @@ def test_a_dangling_symlink_is_skipped_and_counted_like_an_unreadable_image(
 
 def _loose_weights(tmp_path: Path, name: str = "deit_mini") -> Path:
     from minilg.registry import create_model
-    from minilg.training.checkpoint import save_weights
+    from minilg.training.weights import save_weights
 
     path = tmp_path / f"{name}.safetensors"
     save_weights(path, create_model(name, num_classes=10, img_size=32),

@@ -18,11 +18,11 @@ from minilg.data.augment import BatchAugment
 from minilg.data.core import ImageArrayDataset
 from minilg.errors import CheckpointError, ConfigError
 from minilg.training import distributed as ddp
-from minilg.training.checkpoint import read_weights_metadata
 from minilg.training.config import AMP_CHOICES, check_device
 from minilg.training.loading import locate_checkpoint, model_from_weights
 from minilg.training.optim import amp_dtype, autocast
 from minilg.training.splits import sample_subset
+from minilg.training.weights import read_weights_metadata
 
 __all__ = [
     "add_arguments", "check_classes", "check_resolution", "evaluate", "evaluate_checkpoint", "run",

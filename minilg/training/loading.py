@@ -19,6 +19,7 @@ from minilg.errors import CheckpointError
 from minilg.registry import create_model
 from minilg.training import checkpoint as ckpt
 from minilg.training.config import TrainConfig
+from minilg.training.weights import load_weights, read_weights_metadata
 
 __all__ = ["load_model", "locate_checkpoint", "model_from_weights"]
 
@@ -63,7 +64,7 @@ def model_from_weights(
     weights: Path, config: dict[str, Any] | None, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, TrainConfig | None]:
     """:func:`load_model` for a weights file already found by :func:`locate_checkpoint`."""
-    meta = ckpt.read_weights_metadata(weights)
+    meta = read_weights_metadata(weights)
     if not {"model", "num_classes", "img_size"} <= meta.keys():
         raise CheckpointError(
             f"{weights} has no minilg metadata (model, num_classes, img_size): it was not "
@@ -77,5 +78,5 @@ def model_from_weights(
         )
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{weights}: cannot rebuild its model {meta['model']!r}: {e}") from e
-    ckpt.load_weights(weights, model)
+    load_weights(weights, model)
     return model.to(device).eval(), cfg
