@@ -10,7 +10,8 @@ import torch
 from torch import Tensor, nn
 
 import minilg
-from minilg.models.backbone import HierarchicalBackbone, IsotropicBackbone
+from minilg.models.backbone import HierarchicalBackbone
+from minilg.models.isotropic import IsotropicBackbone
 
 MINIS = [name for name in minilg.list_models(mini=True)
          if isinstance(minilg.create_model(name), HierarchicalBackbone)]

@@ -150,3 +150,8 @@ def stage_indices(indices: int | Sequence[int] | None, stages: int) -> set[int]:
     if any(not -stages <= i < stages for i in indices):
         raise ValueError(f"stage indices must be in -{stages}..{stages - 1}, got {list(indices)}")
     return chosen
+
+
+# patch tokens (B, h, w, C) -> each output format of forward_intermediates
+TOKEN_FORMATS = {"NCHW": "b h w c -> b c h w", "NHWC": "b h w c -> b h w c",
+                 "NLC": "b h w c -> b (h w) c"}

@@ -37,14 +37,8 @@ from minilg.attention.glance_gaze import (
     check_partition,
 )
 from minilg.attention.window import WindowAttention
-from minilg.models.backbone import (
-    HierarchicalBackbone,
-    HierarchicalConfig,
-    IsotropicBackbone,
-    IsotropicConfig,
-    build_hierarchical,
-    build_isotropic,
-)
+from minilg.models.backbone import HierarchicalBackbone, HierarchicalConfig, build_hierarchical
+from minilg.models.isotropic import IsotropicBackbone, IsotropicConfig, build_isotropic
 from minilg.models.stages import BlockSpec
 from minilg.models.swin import MINI_FRAME
 from minilg.registry import register_model, with_overrides
