@@ -7,8 +7,11 @@ and cells whose first line is ``# MINILG_SKIP_UNDER_AUTOGRADE`` (training) are n
 
 import os
 
-from nbconvert.preprocessors import Preprocessor
-from nbgrader.converters import Autograde
+from nbconvert.preprocessors import ClearMetadataPreprocessor, Preprocessor
+from nbgrader.preprocessors import (
+    AssignLatePenalties, CheckCellMetadata, Execute, IgnorePattern, LimitOutput, SaveAutoGrades,
+)
+from traitlets import Bool
 
 from minilg.grading import AUTOGRADE_ENV, skip_cell
 
@@ -17,6 +20,8 @@ os.environ[AUTOGRADE_ENV] = "1"  # inherited by the kernels nbgrader starts
 
 class SkipUnderAutograde(Preprocessor):
     """Replace the cells marked with minilg.grading.SKIP_MARKER by a comment before execution."""
+
+    enabled = Bool(True)  # nbconvert's preprocessors are off unless enabled
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "code":
@@ -31,5 +36,7 @@ c.CourseDirectory.course_id = "minilg"
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 # Every notebook runs in under 3 minutes on 2 cores; no cell may take more than 5.
 c.Execute.timeout = 300
+# nbgrader 0.9's autograde steps, with the skip marker applied before execution.
 c.Autograde.autograde_preprocessors = [
-    SkipUnderAutograde, *Autograde.class_traits()["autograde_preprocessors"].default_value]
+    SkipUnderAutograde, Execute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+    SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]

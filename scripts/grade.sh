@@ -9,6 +9,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${VENV:-$root/.venv}
 export PATH="$VENV/bin:$PATH" PYTHONHASHSEED=0 MINILG_QUIET=1
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"  # the kernels import this checkout's minilg
 course=$(mkdir -p "${1:-$root/grading}" && cd "${1:-$root/grading}" && pwd)
 [ $# -gt 0 ] && shift
 notebooks=("$@")
