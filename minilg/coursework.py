@@ -23,6 +23,7 @@ gives the instructor's code back character for character (:func:`restore_solutio
 
 from __future__ import annotations
 
+import argparse
 import copy
 import importlib
 import re
@@ -30,9 +31,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from minilg.errors import MinilgError
+
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 SELF_CHECK = "# Self-check"
 STUB = "# YOUR CODE HERE\n..."
+
+
+class CourseworkError(MinilgError, ValueError):
+    """A notebook that is missing or breaks the exercise conventions (the message names it)."""
 
 
 def _source(cell: Any) -> str:
@@ -111,7 +118,7 @@ def restore_solutions(student: Any, instructor: Any) -> Any:
             indent = region[: len(region) - len(region.lstrip(" \t"))]
             stub = "\n".join(indent + line for line in STUB.split("\n"))
             if stub not in text:
-                raise ValueError(f"stub for a solution region not found in cell:\n{text}")
+                raise CourseworkError(f"stub for a solution region not found in cell:\n{text}")
             text = text.replace(stub, region, 1)
         cell.source = text
     return restored
@@ -149,33 +156,32 @@ def write_student_versions(notebooks: Iterable[Path], out: Path) -> list[Path]:
         nb = nbformat.read(path, as_version=4)
         problems = check_markers(nb, path.name)
         if problems:
-            raise ValueError("; ".join(problems))
+            raise CourseworkError("; ".join(problems))
         target = out / path.name
         nbformat.write(student_notebook(nb), target)
         written.append(target)
     return written
 
 
-def cli_coursework(argv: list[str]) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``python -m minilg coursework [--out DIR] [--annotate] [NOTEBOOK ...]``."""
-    from minilg.cli import verb_parser
-
-    nbformat = _nbformat()
-    parser = verb_parser(
-        "coursework", "Write student versions of the notebooks (solutions removed, self-checks "
-        "kept, outputs cleared), or --annotate the instructor notebooks in place with nbgrader's "
-        "cell metadata.")
     parser.add_argument("notebooks", nargs="*", type=Path,
                         help="instructor notebooks (default: notebooks/NN_*.ipynb)")
     parser.add_argument("--out", type=Path, default=Path("student"),
                         help="folder for the student versions (default: student/)")
     parser.add_argument("--annotate", action="store_true",
                         help="add nbgrader metadata to exercise and self-check cells in place")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the student versions of ``args.notebooks`` (or annotate them in place)."""
+    nbformat = _nbformat()
     paths = args.notebooks or numbered_notebooks(Path("notebooks"))
     missing = [str(p) for p in paths if not p.is_file()]
     if not paths or missing:
-        raise FileNotFoundError(f"no such notebook: {', '.join(missing) or 'notebooks/NN_*.ipynb'}")
+        raise CourseworkError(
+            f"no such notebook: {', '.join(missing) or 'notebooks/NN_*.ipynb'}"
+        )
     if args.annotate:
         for path in paths:
             nb = nbformat.read(path, as_version=4)
@@ -188,13 +194,7 @@ def cli_coursework(argv: list[str]) -> int:
 
 
 __all__ = [
-    "BEGIN", "END", "SELF_CHECK", "STUB", "annotate", "check_markers", "cli_coursework",
-    "failing_cells", "is_exercise", "is_self_check", "numbered_notebooks", "restore_solutions",
-    "student_notebook", "write_student_versions",
+    "BEGIN", "END", "SELF_CHECK", "STUB", "CourseworkError", "add_arguments", "annotate",
+    "check_markers", "failing_cells", "is_exercise", "is_self_check", "numbered_notebooks",
+    "restore_solutions", "run", "student_notebook", "write_student_versions",
 ]
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(cli_coursework(sys.argv[1:]))

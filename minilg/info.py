@@ -8,9 +8,13 @@ from dataclasses import dataclass
 import torch
 
 from minilg.complexity import model_macs
-from minilg.models.backbone import ModelBase
+from minilg.errors import MinilgError
+from minilg.models.base import ModelBase
 from minilg.reference import PaperRow, paper_row
 from minilg.registry import create_model, list_models, model_entry
+
+__all__ = ["ModelFigures", "add_arguments", "breakdown_notes", "info_table", "model_figures",
+           "run"]
 
 
 @dataclass(frozen=True)
@@ -67,19 +71,16 @@ def info_table(names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def cli_info(argv: list[str], parser: argparse.ArgumentParser | None = None) -> int:
-    """``python -m minilg info [PATTERN]``; a pattern matching nothing raises ValueError (the
-    command line prints it as one line, exit 2). ``parser``: the command line's own parser."""
-    parser = parser or argparse.ArgumentParser(prog="python -m minilg info")
-    parser.description = (
-        "Parameters and exact MACs (multiply-accumulates; the papers' 'FLOPs') of every "
-        "registered model, beside the published figures."
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``python -m minilg info [PATTERN]``."""
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter on names")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the table of :func:`info_table` (a pattern matching nothing is an error)."""
     names = list_models(args.pattern)
     if not names:
-        raise ValueError(
+        raise MinilgError(
             f"no registered model matches {args.pattern!r}; try '*mini*', or 'python -m minilg "
             "list' for every name"
         )
@@ -95,8 +96,6 @@ def cli_info(argv: list[str], parser: argparse.ArgumentParser | None = None) -> 
 
 def breakdown_notes(names: list[str]) -> list[str]:
     """One line per model whose ``macs_breakdown`` separates the attention matmuls (HAT-Net)."""
-    import torch
-
     lines = []
     for name in names:
         with torch.device("meta"):

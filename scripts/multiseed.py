@@ -102,7 +102,7 @@ def main() -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     import minilg
     from minilg.data.synthetic import SYNTHETIC_VERSION
-    from minilg.training.compare import COMPARE_DEFAULTS
+    from minilg.compare import COMPARE_DEFAULTS
     args.epochs = args.epochs or COMPARE_DEFAULTS["epochs"]
 
     data.update({

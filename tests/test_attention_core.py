@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minilg.attention import FullAttention, WindowAttention
+from minilg.attention import (
+    FocalAttention,
+    FullAttention,
+    GlanceGazeAttention,
+    HierarchicalAttention,
+    WindowAttention,
+)
 from minilg.attention.base import reference_math
 from minilg.attention.core import KeySource, attend, explicit_attention
 from minilg.attention.grouping import (
@@ -20,7 +26,9 @@ from minilg.attention.grouping import (
     window_reverse,
 )
 from minilg.attention.position import RelativePositionBias, relative_position_index
-from minilg.layers import Block, DropPath, Mlp
+from minilg.attention.scopes import listening
+from minilg.models.blocks import Block
+from minilg.nn import DropPath, Mlp
 
 
 def brute_force(
@@ -248,3 +256,23 @@ def test_label_mask_allows_same_label_and_never_negative_keys() -> None:
     k = torch.tensor([0, 0, 1, -1])
     assert label_mask(q, k).tolist() == [[True, True, False, False], [False, False, True, False],
                                          [False, False, False, False]]
+
+
+@pytest.mark.parametrize("mixer", [
+    FullAttention(8, 2), WindowAttention(8, 2, 4, 2), FocalAttention(8, 2, 4, ((1, 8), (2, 6))),
+    FocalAttention(8, 2, 4, ((1, 8), (2, 6)), follow="official"),
+    GlanceGazeAttention(8, 2, partition=3), HierarchicalAttention(8, 2, grid=2, pool=2),
+])
+def test_every_mixer_attends_through_the_named_scopes(mixer: torch.nn.Module) -> None:
+    events: list[str] = []
+
+    class Listener:
+        def push(self, label: str) -> None:
+            events.append(label)
+
+        def pop(self) -> None:
+            events.append("/")
+
+    with listening(Listener()):
+        mixer(torch.randn(1, 6, 7, 8))
+    assert events and events == ["attend", "kernel", "/", "/"] * (len(events) // 4)

@@ -11,15 +11,10 @@ from torch import nn
 import minilg
 from minilg.attention import FullAttention, WindowAttention
 from minilg.complexity import count_macs
-from minilg.layers import (
-    ChannelsLastGroupNorm,
-    ConvDownsample,
-    ConvMlp,
-    ConvStem,
-    Mlp,
-    group_norm,
-)
-from minilg.models.backbone import BlockSpec, HierarchicalBackbone
+from minilg.models.backbone import HierarchicalBackbone
+from minilg.models.blocks import Block, ConvDownsample, ConvStem
+from minilg.models.stages import BlockSpec, BlockStages, Stage, StageSpec
+from minilg.nn import ChannelsLastGroupNorm, ConvMlp, Mlp, group_norm
 
 
 @pytest.mark.parametrize("size", [(32, 32), (33, 17), (7, 5), (1, 1)])
@@ -81,9 +76,10 @@ def _tiny(extra: bool = False, **kwargs: object) -> HierarchicalBackbone:
     def mixer(spec: BlockSpec) -> FullAttention:
         return FullAttention(spec.dim, spec.heads)
 
+    stages = BlockStages(mixer, extra=(lambda stage, dim: _MeanToken()) if extra else None)
     return HierarchicalBackbone(
-        dims=(8, 16), depths=(2, 1), heads=(2, 4), mixer=mixer, num_classes=3, img_size=32,
-        extra=(lambda stage, dim: _MeanToken()) if extra else None, **kwargs,  # type: ignore[arg-type]
+        dims=(8, 16), depths=(2, 1), heads=(2, 4), stage=stages, num_classes=3, img_size=32,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -176,8 +172,6 @@ def test_mlp_accepts_token_rows() -> None:
 
 
 def test_inference_in_sample_slices_equals_one_pass() -> None:
-    from minilg.layers import Block
-
     torch.manual_seed(0)
     block = Block(16, WindowAttention(16, 2, 4, shift=2), Mlp(16)).eval()
     x = torch.randn(5, 9, 7, 16)
@@ -186,3 +180,89 @@ def test_inference_in_sample_slices_equals_one_pass() -> None:
         block.inference_chunk_elements = 2 * 9 * 7 * 16  # slices of two samples
         sliced = block(x)
     torch.testing.assert_close(sliced, whole, rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------ stages and the stage factory
+
+
+def test_each_stage_opens_with_its_own_downsampling() -> None:
+    model = minilg.create_model("swin_mini").eval()
+    keys = model.state_dict().keys()
+    assert not any(k.startswith("downsamples.") for k in keys)
+    assert not any(k.startswith("stages.0.downsample.") for k in keys)  # the stem's stride
+    for i in (1, 2, 3):
+        assert {f"stages.{i}.downsample.{p}" for p in
+                ("norm.weight", "norm.bias", "reduction.weight")} <= keys
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        manual = model.stem(x)
+        for stage in model.stages:  # stem, stages, norm
+            manual = stage.blocks[1](stage.blocks[0](stage.downsample(manual)))
+        assert torch.equal(model.forward_features(x), model.norm(manual))
+
+
+class _CountingStage(Stage):
+    """A stage that remembers its spec: the stand-in for a model's own stage class."""
+
+    def __init__(self, spec: StageSpec, stage: Stage) -> None:
+        super().__init__(stage.downsample, list(stage.blocks))  # type: ignore[arg-type]
+        self.spec = spec
+
+
+def test_the_backbone_builds_every_stage_through_its_factory() -> None:
+    def mixer(spec: BlockSpec) -> FullAttention:
+        return FullAttention(spec.dim, spec.heads)
+
+    blocks = BlockStages(mixer)
+    model = HierarchicalBackbone(
+        dims=(8, 16, 24), depths=(1, 2, 1), heads=(1, 2, 2), img_size=32, drop_path_rate=0.3,
+        stage=lambda spec: _CountingStage(spec, blocks(spec)),
+    )
+    specs = [stage.spec for stage in model.stages]  # type: ignore[union-attr]
+    assert [(s.index, s.in_dim, s.dim, s.depth, s.in_size) for s in specs] == [
+        (0, 8, 8, 1, (8, 8)), (1, 8, 16, 2, (8, 8)), (2, 16, 24, 1, (4, 4))]
+    rates = [0.3 * i / 3 for i in range(4)]  # linear over all blocks, split by stage
+    assert [s.drop_path for s in specs] == [(rates[0],), (rates[1], rates[2]), (rates[3],)]
+    assert [f["reduction"] for f in model.feature_info] == [4, 8, 16]
+    assert count_macs(model.eval(), torch.randn(1, 3, 32, 32)) == model.macs(32)
+
+
+class _OwnInit(nn.Module):
+    """A part with its own ``init_weights``: the backbone calls it after the generic init."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(dim, dim)
+
+    def init_weights(self) -> None:
+        nn.init.constant_(self.fc.weight, 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.fc(x)
+        return out
+
+    def macs(self, height: int, width: int) -> int:
+        return height * width * self.fc.in_features * self.fc.out_features
+
+
+def test_the_init_calls_each_modules_own_init_weights_after_the_generic_one() -> None:
+    model = HierarchicalBackbone(
+        dims=(8, 16), depths=(1, 1), heads=(1, 2), img_size=32,
+        stage=BlockStages(lambda spec: FullAttention(spec.dim, spec.heads),
+                          mlp=lambda spec: _OwnInit(spec.dim)),
+    )
+    for stage in model.stages:
+        assert torch.all(stage.blocks[0].mlp.fc.weight == 0.5)  # its own init, not overwritten
+        assert torch.all(stage.blocks[0].mlp.fc.bias == 0)  # the generic init's zero bias
+    pools = [m for m in minilg.create_model("focal_mini").modules()
+             if type(m).__name__ == "SubWindowPool"]
+    assert pools and all(torch.all(p.pool.weight == p.pool.weight.flatten()[0]) for p in pools)
+
+
+def test_hat_net_initialises_its_convolutions_like_linears() -> None:
+    torch.manual_seed(0)
+    model = minilg.create_model("hat_net_mini")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(m.bias is None or torch.all(m.bias == 0) for m in convs)
+    weights = torch.cat([m.weight.detach().flatten() for m in convs])
+    assert 0.019 < float(weights.std()) < 0.021  # trunc_normal_(std=0.02), not PyTorch's default

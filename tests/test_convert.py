@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 import minilg
 from minilg.attention.window import WindowAttention
+from minilg.cli import main
 from minilg.convert import (
     Conversion,
     ConversionError,
@@ -33,7 +34,6 @@ from minilg.convert import (
     from_official,
     read_official_yaml,
 )
-from minilg.convert.cli import cli_convert
 from minilg.convert.swin import (
     OFFICIAL_DEFAULTS,
     minilg_config,
@@ -81,13 +81,14 @@ def relative_error(y: Tensor, ref: Tensor) -> float:
 
 def official_outputs(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
     """minilg's outputs at the fixture's capture points: logits and ``layers[i]`` outputs
-    (``downsamples[i](stage_i)`` for ``i < 3``), as official ``(B, L, C)`` row-major tokens."""
+    (``stages[i + 1].downsample(stage_i)`` for ``i < 3``), as official ``(B, L, C)`` row-major
+    tokens."""
     with torch.no_grad():
         logits = model(x)
         _, stages = model.forward_intermediates(x, output_fmt="NHWC")
         out = {"logits_224": logits}
         for i, stage in enumerate(stages):
-            y = model.downsamples[i](stage) if i < len(stages) - 1 else stage
+            y = model.stages[i + 1].downsample(stage) if i < len(stages) - 1 else stage
             out[f"stage{i}_224"] = rearrange(y, "b h w c -> b (h w) c")
     return out
 
@@ -153,7 +154,7 @@ def test_every_fixture_key_accounted(
     assert set(converted.dropped) == buffers and len(buffers) == 8 + 3
     assert set(converted.dropped.values()) == {REBUILT}
     used = converted.used
-    assert used["layers.0.downsample.reduction.weight"] == "downsamples.0.reduction.weight"
+    assert used["layers.0.downsample.reduction.weight"] == "stages.1.downsample.reduction.weight"
     assert used["layers.2.blocks.1.attn.relative_position_bias_table"] == (
         "stages.2.blocks.1.mixer.position_bias.bias_table"
     )
@@ -214,7 +215,7 @@ def test_swin_tiny_key_set_converts_into_swin_tiny() -> None:
     assert conversion.name == "swin_tiny"
     assert torch.equal(model.stages[2].blocks[5].mixer.qkv.weight,
                        state["layers.2.blocks.5.attn.qkv.weight"])
-    assert torch.equal(model.downsamples[1].reduction.weight,
+    assert torch.equal(model.stages[2].downsample.reduction.weight,
                        state["layers.1.downsample.reduction.weight"])
 
 
@@ -410,7 +411,7 @@ def test_official_yaml_maps_to_constructor_arguments(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- command line
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = cli_convert(argv)
+    code = main(["convert", *argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

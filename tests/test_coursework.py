@@ -8,11 +8,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from minilg.cli import main
 from minilg.coursework import (
     STUB,
     annotate,
     check_markers,
-    cli_coursework,
     failing_cells,
     is_exercise,
     is_self_check,
@@ -70,15 +70,17 @@ def test_markers_problems_are_named() -> None:
     assert any("without nbgrader solution metadata" in p for p in problems)
 
 
-def test_cli_writes_student_versions(tmp_path: Path) -> None:
+def test_cli_writes_student_versions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "01_toy.ipynb"
     nbformat.write(_toy(), source)
-    assert cli_coursework([str(source), "--out", str(tmp_path / "student")]) == 0
+    assert main(["coursework", str(source), "--out", str(tmp_path / "student")]) == 0
     written = nbformat.read(tmp_path / "student" / "01_toy.ipynb", as_version=4)
     assert STUB.split("\n")[0] in written.cells[1].source
     assert all(not c.get("outputs") for c in written.cells)
-    with pytest.raises(FileNotFoundError, match="no such notebook"):
-        cli_coursework([str(tmp_path / "missing.ipynb")])
+    capsys.readouterr()
+    assert main(["coursework", str(tmp_path / "missing.ipynb")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no such notebook: ") and err.count("\n") == 1, err
 
 
 def test_every_numbered_notebook_holds_an_exercise() -> None:

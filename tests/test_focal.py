@@ -11,10 +11,9 @@ from torch import Tensor
 
 import minilg
 from minilg.attention import FullAttention, WindowAttention
-from minilg.attention.focal import (
-    FocalAttention,
-    check_levels,
-    focal_macs,
+from minilg.attention.focal import FocalAttention, check_levels, focal_macs
+from minilg.attention.focal_official import (
+    OfficialFocalAttention,
     official_ring_slots,
     official_to_paper_fine_bias,
 )
@@ -38,7 +37,7 @@ def num_params(model: torch.nn.Module) -> int:
 @pytest.mark.parametrize("size", [(14, 14), (13, 17), (5, 3), (1, 1), (22, 9)])
 @pytest.mark.parametrize("shift,pool", [(0, "fc"), (3, "fc"), (0, "max")])
 def test_macs_are_exact(follow: str, size: tuple[int, int], shift: int, pool: str) -> None:
-    mixer = FocalAttention(16, 2, 7, FOCAL_T, follow=follow, shift=shift, pool=pool)  # type: ignore[arg-type]
+    mixer = FocalAttention(16, 2, 7, FOCAL_T, follow=follow, shift=shift, pool_mode=pool)  # type: ignore[arg-type]
     measured = count_macs(mixer, torch.randn(1, *size, 16))
     assert mixer.macs(*size) == measured
 
@@ -84,8 +83,8 @@ def test_a_fine_region_covering_the_map_equals_full_attention() -> None:
 
 
 def test_learned_pooling_starts_as_the_mean() -> None:
-    learned = FocalAttention(16, 2, 7, FOCAL_T, pool="fc")
-    mean = FocalAttention(16, 2, 7, FOCAL_T, pool="mean")
+    learned = FocalAttention(16, 2, 7, FOCAL_T, pool_mode="fc")
+    mean = FocalAttention(16, 2, 7, FOCAL_T, pool_mode="mean")
     mean.load_state_dict(learned.state_dict(), strict=False)
     x = torch.randn(1, 21, 18, 16)
     torch.testing.assert_close(learned(x), mean(x))  # 1/49 is not exact in binary
@@ -192,10 +191,25 @@ def test_even_regions_of_fig_4_are_valid_and_bad_options_raise() -> None:
         FocalAttention(8, 1, 4, FIG4, follow="canonical")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="shift"):
         FocalAttention(8, 1, 4, FIG4, shift=4)
-    with pytest.raises(ValueError, match="pool"):
-        FocalAttention(8, 1, 4, FIG4, pool="conv")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="pool_mode"):
+        FocalAttention(8, 1, 4, FIG4, pool_mode="conv")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="interactions"):
         minilg.create_model("focal_mini", interactions="all")
+
+
+def test_follow_selects_the_data_flow_class() -> None:
+    import copy
+
+    official = FocalAttention(8, 1, 7, FOCAL_T, follow="official")
+    assert type(official) is OfficialFocalAttention and official.follow == "official"
+    assert type(FocalAttention(8, 1, 7, FOCAL_T)) is FocalAttention
+    assert type(OfficialFocalAttention(8, 1, 7, FOCAL_T)) is OfficialFocalAttention
+    assert type(copy.deepcopy(official)) is OfficialFocalAttention
+    assert official.state_dict().keys() == copy.deepcopy(official).state_dict().keys()
+    with pytest.raises(ValueError, match="position_bias"):
+        FocalAttention(8, 1, 7, FOCAL_T, follow="official", position_bias="paper")
+    with pytest.raises(ValueError, match=r"levels\[0\].*official"):
+        FocalAttention(8, 1, 3, ((1, 11),), follow="official")
 
 
 # --- models -------------------------------------------------------------------------------
@@ -271,7 +285,7 @@ def test_official_fixture_logits_and_stages(dtype: torch.dtype, tolerance: float
         assert relative_error(model(x), tensors["logits_224"]) <= tolerance
         _, stages = model.forward_intermediates(x, output_fmt="NHWC")  # type: ignore[operator, misc]
         for i, stage in enumerate(stages):
-            y = model.downsamples[i](stage) if i < 3 else stage  # type: ignore[index, operator]
+            y = model.stages[i + 1].downsample(stage) if i < 3 else stage  # type: ignore[index, operator]
             ref = tensors[f"stage{i}_224"]
             assert relative_error(y.reshape(ref.shape), ref) <= tolerance
 

@@ -139,7 +139,8 @@ def test_padding_never_changes_real_outputs(size: tuple[int, int], m: int) -> No
 
 def test_gaze_only_uses_no_attention_and_every_parameter() -> None:
     mixer = GlanceGazeAttention(8, 2, partition=3, gaze_kernel=5, branches="gaze")
-    assert mixer.qkv.out_features == 8 and mixer.position_bias is None
+    assert mixer.v.out_features == 8 and mixer.position_bias is None
+    assert not hasattr(mixer, "qkv")
     x = torch.randn(1, 6, 7, 8)
     mixer(x).sum().backward()
     assert all(p.grad is not None for p in mixer.parameters())

@@ -155,7 +155,8 @@ def test_invalid_configurations_raise_value_error(build: object) -> None:
 
 
 def test_value_error_names_the_argument_and_allowed_values() -> None:
-    with pytest.raises(ValueError, match=r"dim=30 is not divisible by heads=4.*allowed values"):
+    with pytest.raises(ValueError, match=r"^heads must divide dim=30 \(allowed values: "
+                       r"1, 2, 3, 5, 6, 10, 15, 30\), got heads=4$"):
         FullAttention(30, 4)
 
 

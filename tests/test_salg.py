@@ -11,11 +11,8 @@ from torch import Tensor
 
 import minilg
 from minilg.attention.semantic_regions import (
-    InterRegionPropagation,
-    RegionTokens,
     SemanticRegionAttention,
     assign_regions,
-    given_regions,
     intra_region_macs,
     num_regions,
     region_local_labels,
@@ -27,7 +24,7 @@ from minilg.attention.semantic_regions import (
     window_grid_labels,
 )
 from minilg.complexity import count_macs, measured_model_macs, model_macs
-from minilg.models.salg import SALGStage
+from minilg.models.salg_stage import InterRegionPropagation, RegionTokens, SALGStage
 
 SIZES = [(8, 8), (9, 11), (5, 13), (1, 1), (3, 2), (14, 14)]
 
@@ -206,18 +203,36 @@ def test_any_size_maps_to_the_same_shape_with_finite_gradients(size: tuple[int, 
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
-def test_given_regions_replace_the_mixers_own_segmentation() -> None:
+def test_given_labels_replace_the_mixers_own_segmentation() -> None:
     mixer = SemanticRegionAttention(8, 2, window=4, margin=1)
     x, agr = torch.randn(1, 8, 8, 8), torch.randn(1, 4, 8)
     grid = window_grid_labels((8, 8), 4).expand(1, -1, -1)
-    with given_regions(grid):
-        given = mixer.forward_with_extra(x, agr)
+    given = mixer.forward_with_extra(x, agr, labels=grid)
     own = mixer.forward_with_extra(x, agr)
     expected = mixer.intra_region(x, agr, grid)
     torch.testing.assert_close(given[0], expected[0])
+    torch.testing.assert_close(own[0], mixer.intra_region(x, agr, assign_regions(x, 4, 1))[0])
     assert not torch.allclose(own[0], expected[0])
-    with given_regions(grid[:, :4]), pytest.raises(ValueError, match="labels must have shape"):
-        mixer.forward_with_extra(x, agr)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        mixer.forward_with_extra(x, agr, labels=grid[:, :4])
+
+
+def test_a_stage_segments_its_input_once_and_hands_the_labels_to_every_block() -> None:
+    model = minilg.create_model("salg_mini").eval()
+    stage = model.stages[1]
+    assert isinstance(stage, SALGStage)
+    segmented: list[Tensor] = []
+    given: list[Tensor | None] = []
+    segment = stage.region_tokens.segment
+    stage.region_tokens.segment = (  # type: ignore[method-assign]
+        lambda x: segmented.append(segment(x)) or segmented[-1])
+    for block in stage.blocks:
+        mix = block.mixer.forward_with_extra
+        block.mixer.forward_with_extra = (  # type: ignore[union-attr]
+            lambda x, e, labels=None, mix=mix: given.append(labels) or mix(x, e, labels))
+    stage(torch.randn(2, 16, 16, 32))  # stage 0's output: stage 1 downsamples it to 8 x 8
+    assert len(segmented) == 1 and segmented[0].shape == (2, 8, 8)
+    assert len(given) == len(stage) == 2 and all(labels is segmented[0] for labels in given)
 
 
 # ------------------------------------------------------------------ Eqs. 3-4
@@ -263,8 +278,8 @@ def test_closed_form_equals_the_measured_count(
     assert mixer.macs(*size) == count_macs(mixer, x)
     tokens = num_regions(*size, window)
     agr = torch.randn(1, tokens, 16)
-    with given_regions(assign_regions(x, window, margin)):
-        measured = count_macs(lambda a, b: mixer.forward_with_extra(a, b), x, agr)  # type: ignore[arg-type]
+    labels = assign_regions(x, window, margin)
+    measured = count_macs(lambda a, b: mixer.forward_with_extra(a, b, labels), x, agr)  # type: ignore[arg-type]
     assert mixer.macs(*size, extra_tokens=tokens) == measured
 
 
@@ -386,7 +401,10 @@ def test_the_notebooks_checkpoint_fits_salg_mini() -> None:
     model = minilg.create_model("salg_mini")
     shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     assert all(shapes[name] == tuple(t.shape) for name, t in weights.items())
-    assert {name.split(".")[0] for name in weights} == {"stem", "stages", "downsamples"}
+    assert {name.split(".")[0] for name in weights} == {"stem", "stages"}
+    assert {name for name in weights if ".downsample." in name} == {
+        f"stages.{i}.downsample.{p}" for i in (1, 2)
+        for p in ("norm.weight", "norm.bias", "reduction.weight")}
 
 
 def test_salg_mini_trains_under_bf16_autocast() -> None:

@@ -1,28 +1,20 @@
-"""The trainer: schedule, weight-decay groups, short run, exact resume, atomic files, CLI."""
+"""The trainer: its config (checked when built), schedule, weight-decay groups, a short run.
+
+Runs (folders, resume, divergence) are tested in test_runs.py, checkpoint files in
+test_checkpoint.py, the command line in test_cli.py, compare in test_compare.py."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 import minilg
-from minilg.cli import cmd_eval, cmd_train, run_verb
 from minilg.errors import ConfigError
-from minilg.io import atomic_write_bytes
-from minilg.train import (
-    TrainConfig,
-    load_model,
-    lr_at,
-    param_groups,
-    resolve_crop_scale,
-    train,
-)
+from minilg.train import TrainConfig, lr_at, param_groups, resolve_crop_scale, train
 
 # A very small Swin (shifted windows, relative-position tables, drop-path) on a small subset of
 # the embedded data: each run is a couple of seconds on one CPU thread.
@@ -41,12 +33,32 @@ def tiny(**overrides: Any) -> TrainConfig:
     return TrainConfig(**{**TINY, **overrides})
 
 
-def _train_cli(argv: list[str]) -> int:
-    return run_verb(cmd_train, argv)
+# ----------------------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("epochs", True, "epochs must be an integer >= 1, got True"),
+        ("epochs", 2.0, "epochs must be an integer >= 1, got 2.0"),
+        ("batch_size", "32", "batch_size must be an integer >= 1, got '32'"),
+        ("lr", float("inf"), "lr must be a finite number > 0, got inf"),
+        ("hflip", 1, "hflip must be True or False, got 1"),
+        ("crop_scale", (0.5,), "crop_scale must be (lo, hi) with 0 < lo <= hi <= 1, got (0.5,)"),
+        ("crop_scale", "random", "crop_scale must be (lo, hi), None or 'auto', got 'random'"),
+        ("model_kwargs", [1, 2], "model_kwargs must be a JSON object of create_model overrides"),
+        ("out", "", "out must be a folder path (or None), got ''"),
+    ],
+)
+def test_config_rejects_in_python_too(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(**{field: value})
+    assert str(info.value).startswith(message), str(info.value)
+    assert info.value.field == field
 
 
-def _eval_cli(argv: list[str]) -> int:
-    return run_verb(cmd_eval, argv)
+def test_config_round_trips_through_json() -> None:
+    cfg = TrainConfig(crop_scale=(0.5, 1.0), model_kwargs={"depths": [1, 1, 1, 1]}, out=None)
+    back = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg and back.crop_scale == (0.5, 1.0)
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -106,103 +118,3 @@ def test_short_run_reduces_loss() -> None:
     last = result.final
     assert 0.0 <= last["val_top1"] <= last["val_top5"] <= 100.0
     assert not result.model.training
-
-
-def test_kill_and_resume_is_bit_identical(tmp_path: Path) -> None:
-    # drop-path and mixup exercise the global RNG and the data generator
-    kw = dict(epochs=3, drop_path=0.2, mixup=0.2, label_smoothing=0.1)
-    full = train(tiny(out=str(tmp_path / "full"), **kw))
-
-    stopped = train(tiny(out=str(tmp_path / "split"), stop_after=1, **kw))  # "killed" here
-    assert len(stopped.history) == 1
-    with pytest.raises(FileExistsError):  # a second fresh run must not clobber it
-        train(tiny(out=str(tmp_path / "split"), **kw))
-    resumed = train(tiny(out=str(tmp_path / "split"), resume=True, **kw))
-
-    a, b = full.model.state_dict(), resumed.model.state_dict()
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    keys = ("step", "lr", "train_loss", "val_loss", "val_top1")
-    assert [[r[k] for k in keys] for r in full.history] == [
-        [r[k] for k in keys] for r in resumed.history
-    ]
-    # the files on disk agree as well
-    rows = json.loads((tmp_path / "split" / "metrics.json").read_text())["history"]
-    assert [r["epoch"] for r in rows] == [1, 2, 3]
-    assert (tmp_path / "split" / "metrics.csv").read_text().count("\n") == 4
-    assert (tmp_path / "split" / "curves.png").stat().st_size > 1000
-    reloaded, cfg = load_model(tmp_path / "split")
-    assert cfg is not None and cfg.epochs == 3
-    for k, v in reloaded.state_dict().items():
-        assert torch.equal(v, a[k]), k
-
-
-def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
-    train(tiny(out=str(tmp_path), epochs=2, stop_after=1))
-    with pytest.raises(ValueError, match="lr"):
-        train(tiny(out=str(tmp_path), epochs=2, lr=0.5, resume=True))
-
-
-# ----------------------------------------------------------------------------- checkpoint files
-def test_atomic_write_leaves_no_partial_file(tmp_path: Path) -> None:
-    target = tmp_path / "state.pt"
-    atomic_write_bytes(target, b"old")
-
-    def boom() -> bytes:
-        raise RuntimeError("killed while serialising")
-
-    with pytest.raises(RuntimeError):
-        atomic_write_bytes(target, boom)
-    assert target.read_bytes() == b"old"  # previous version intact
-    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # no temp file left
-
-
-# ----------------------------------------------------------------------------- command line
-def test_cli_train_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = str(tmp_path / "run")
-    argv = [
-        "--model", "swin_mini", "--model-kwargs", json.dumps(TINY["model_kwargs"]),
-        "--epochs", "2", "--stop-after", "1", "--batch-size", "32", "--max-train-samples", "64",
-        "--max-eval-samples", "64", "--threads", "1", "--out", out, "--no-verbose",
-    ]
-    assert _train_cli(argv) == 0
-    assert (tmp_path / "run" / "checkpoints" / "LATEST").read_text() == "epoch-0001\n"
-    assert (tmp_path / "run" / "checkpoints" / "epoch-0001" / "model.safetensors").is_file()
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert saved["epochs"] == 2 and saved["model_kwargs"] == TINY["model_kwargs"]
-    assert _train_cli(["--out", out]) == 2  # refuses to overwrite
-    assert _train_cli(["--out", out, "--resume", "--no-verbose"]) == 0  # saved config, to the end
-    capsys.readouterr()
-    assert _eval_cli(["--checkpoint", out, "--max-eval-samples", "64", "--json"]) == 0
-    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
-    assert [r["epoch"] for r in history] == [1, 2]
-    assert metrics["top1"] == pytest.approx(history[-1]["val_top1"])
-    assert metrics["n"] == 64
-
-
-def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _train_cli(["--model", "swin_mni", "--out", "none"]) == 2
-    assert "swin_mini" in capsys.readouterr().err  # create_model's message suggests the name
-    missing = str(tmp_path / "missing")
-    code = _train_cli(["--data", "imagenette", "--root", missing, "--out", "none"])
-    assert code == 2
-    assert capsys.readouterr().err.startswith("error: ")
-    assert _eval_cli(["--checkpoint", str(tmp_path / "nothing")]) == 2
-
-
-def test_compare_trains_each_model_and_writes_a_table(tmp_path: Path) -> None:
-    from minilg.training.compare import compare, markdown_table
-
-    with pytest.raises(ConfigError, match="no_such_model"):  # checked before any training
-        compare(["swin_mini", "no_such_model"], tiny(epochs=1), tmp_path)
-    assert not (tmp_path / "swin_mini").exists()
-    rows = compare(["swin_mini"], tiny(epochs=1, max_train_samples=64), tmp_path)
-    assert [r["model"] for r in rows] == ["swin_mini"]
-    assert rows[0]["MMACs"] > 0 and rows[0]["train_img_per_s"] > 0
-    for name in ("compare.csv", "compare.md", "compare.json", "compare.png"):
-        assert (tmp_path / name).is_file(), name
-    assert markdown_table(rows).splitlines()[2].startswith("| swin_mini |")
-    # a second comparison into the same folder replaces the first instead of failing
-    assert len(compare(["swin_mini"], tiny(epochs=1, max_train_samples=64), tmp_path)) == 1

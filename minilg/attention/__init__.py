@@ -5,7 +5,8 @@
 * :mod:`~minilg.attention.position`: relative position bias.
 * one module per mechanism: :mod:`~minilg.attention.full` (MSA), :mod:`~minilg.attention.window`
   (W-MSA / SW-MSA), :mod:`~minilg.attention.spatial_reduction` (PVT's SRA),
-  :mod:`~minilg.attention.glance_gaze` (GG-MSA), :mod:`~minilg.attention.focal` (focal attention),
+  :mod:`~minilg.attention.glance_gaze` (GG-MSA), :mod:`~minilg.attention.focal` (focal attention;
+  its official data flow beside it in :mod:`~minilg.attention.focal_official`),
   :mod:`~minilg.attention.hierarchical` (H-MHSA),
   :mod:`~minilg.attention.semantic_regions` (SALG).
 """
@@ -13,6 +14,7 @@
 from minilg.attention.base import TokenMixer, reference_math
 from minilg.attention.core import AttentionMixer, KeySource, attend
 from minilg.attention.focal import FocalAttention, focal_macs
+from minilg.attention.focal_official import OfficialFocalAttention
 from minilg.attention.full import FullAttention, msa_macs
 from minilg.attention.glance_gaze import (
     GlanceGazeAttention,
@@ -37,10 +39,10 @@ from minilg.attention.window import WindowAttention, window_msa_macs
 
 __all__ = [
     "AttentionMixer", "FocalAttention", "FullAttention", "GlanceGazeAttention",
-    "HierarchicalAttention", "KeySource", "RelativePositionBias", "SemanticRegionAttention",
-    "SpatialReductionAttention", "SubWindowPool", "TokenMixer", "WindowAttention", "attend",
-    "dilated_merge", "dilated_split", "focal_macs", "gg_msa_macs", "h_mhsa_macs", "label_mask",
-    "msa_macs", "neighbourhood", "pad_to_multiple", "reference_math", "relative_position_index",
-    "salg_attention_macs", "sra_macs", "subwindow_pool", "window_msa_macs", "window_partition",
-    "window_reverse",
+    "HierarchicalAttention", "KeySource", "OfficialFocalAttention", "RelativePositionBias",
+    "SemanticRegionAttention", "SpatialReductionAttention", "SubWindowPool", "TokenMixer",
+    "WindowAttention", "attend", "dilated_merge", "dilated_split", "focal_macs", "gg_msa_macs",
+    "h_mhsa_macs", "label_mask", "msa_macs", "neighbourhood", "pad_to_multiple", "reference_math",
+    "relative_position_index", "salg_attention_macs", "sra_macs", "subwindow_pool",
+    "window_msa_macs", "window_partition", "window_reverse",
 ]

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from minilg.attention.base import TokenMixer, reference_math, using_reference_math
 from minilg.attention.scopes import scope
+from minilg.validate import positive_int
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,8 @@ class AttentionMixer(TokenMixer):
     ``projections``: ``"qkv"`` one fused Linear ``C -> 3C`` (Swin, Focal: channel
     ``s*C + head*d + i`` for ``s`` in q, k, v); ``"q_kv"`` a Linear ``q`` (``C -> C``) and a
     Linear ``kv`` (``C -> 2C``) for keys from another map (PVT, HAT-Net's global step); ``"v"``
-    values only (GG's Gaze-only ablation). Always an output projection ``proj``.
+    a Linear ``v`` (``C -> C``), values only (GG's Gaze-only ablation). Always an output
+    projection ``proj``.
     """
 
     def __init__(
@@ -199,8 +201,10 @@ class AttentionMixer(TokenMixer):
         if projections == "q_kv":
             self.q = nn.Linear(dim, dim, bias=qkv_bias)
             self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        elif projections == "v":
+            self.v = nn.Linear(dim, dim, bias=qkv_bias)
         else:
-            self.qkv = nn.Linear(dim, (1 if projections == "v" else 3) * dim, bias=qkv_bias)
+            self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
     def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -216,8 +220,9 @@ class AttentionMixer(TokenMixer):
         _, k, v = self.project_qkv(x)
         return k, v
 
-    def attend(self, q: Tensor, *sources: KeySource) -> Tensor:
-        """Grouped queries ``(B, G, Tq, C)`` over ``sources`` -> ``(B, G, Tq, C)``, unprojected."""
+    def attention(self, q: Tensor, *sources: KeySource) -> Tensor:
+        """:func:`attend` with this mixer's heads: grouped queries ``(B, G, Tq, C)`` over
+        ``sources`` -> ``(B, G, Tq, C)``, unprojected."""
         return attend(q, sources, self.heads)
 
     def projection_macs(self, tokens: int) -> int:
@@ -230,15 +235,12 @@ class AttentionMixer(TokenMixer):
 
 def check_dim_heads(dim: int, heads: int) -> None:
     """Raise a ValueError naming the argument when ``dim`` cannot be split into ``heads``."""
-    for name, value in (("dim", dim), ("heads", heads)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+    dim, heads = positive_int(dim, "dim"), positive_int(heads, "heads")
     if dim % heads != 0:
         allowed = [h for h in range(1, dim + 1) if dim % h == 0]
-        raise ValueError(
-            f"dim={dim} is not divisible by heads={heads}; heads must divide dim "
-            f"(allowed values: {allowed[:12]}{'...' if len(allowed) > 12 else ''})"
-        )
+        shown = ", ".join(map(str, allowed[:12])) + (", ..." if len(allowed) > 12 else "")
+        raise ValueError(f"heads must divide dim={dim} (allowed values: {shown}), "
+                         f"got heads={heads}")
 
 
 def attention_macs(tokens_q: int, tokens_k: int, dim: int) -> int:

@@ -56,7 +56,7 @@ class FullAttention(AttentionMixer):
         bias = None
         if self.position_bias is not None:
             bias = F.pad(self.position_bias(size), (extra, 0, extra, 0))  # extra tokens: 0
-        out = self.attend(q, KeySource(k, v, bias=bias))
+        out = self.attention(q, KeySource(k, v, bias=bias))
         projected: Tensor = self.proj(out[:, 0])
         return projected
 

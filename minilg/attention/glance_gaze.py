@@ -51,7 +51,7 @@ from minilg.attention import grouping
 from minilg.attention.core import AttentionMixer, KeySource, attention_macs, linear_macs
 from minilg.attention.grouping import allowed_from_labels, padded_size, padding_labels
 from minilg.attention.position import RelativePositionBias
-from minilg.validate import check_size
+from minilg.validate import Pair, as_pair, check_size, one_of
 
 Branches = Literal["glance+gaze", "glance", "gaze"]
 BRANCHES: tuple[str, ...] = get_args(Branches)
@@ -62,36 +62,22 @@ BRANCHES: tuple[str, ...] = get_args(Branches)
 # --------------------------------------------------------------------------------------------
 
 
-def _as_tuple(value: object) -> tuple[object, ...]:
-    """``v -> (v, v)`` for a scalar, ``tuple(v)`` for a sequence."""
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-
-
 def check_partition(partition: int | tuple[int, int]) -> tuple[int, int]:
-    """``M -> (M, M)``; raises a ValueError unless ``M`` is a positive int (or pair of them)."""
-    values = _as_tuple(partition)
-    if len(values) != 2 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values
-    ):
-        raise ValueError(
-            f"partition (M, tokens per side of a Glance partition) must be a positive integer "
-            f"or a pair of positive integers (allowed: 1, 2, 3, ...), got partition={partition!r}"
-        )
-    return (values[0], values[1])  # type: ignore[return-value]  # ints, checked above
+    """``M -> (M, M)``; a ValueError unless ``M`` is a positive int (or a pair of them)."""
+    return as_pair(partition, "partition")
 
 
 def check_gaze_kernel(kernel: int | tuple[int, int]) -> tuple[int, int]:
-    """``k -> (k, k)``; raises a ValueError unless ``k`` is a positive odd int (or pair)."""
-    values = _as_tuple(kernel)
-    if len(values) != 2 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 and v % 2 == 1 for v in values
-    ):
-        raise ValueError(
-            f"gaze_kernel (depthwise conv size k) must be a positive odd integer or a pair of "
-            f"them (allowed: 1, 3, 5, 7, ...; odd so that padding k//2 keeps the map size), "
-            f"got gaze_kernel={kernel!r}"
-        )
-    return (values[0], values[1])  # type: ignore[return-value]  # ints, checked above
+    """``k -> (k, k)``; a ValueError unless ``k`` is a positive odd int (or a pair of them):
+    odd, so that padding ``k // 2`` keeps the map size."""
+    try:
+        pair = as_pair(kernel, "gaze_kernel")
+    except ValueError:
+        pair = (0, 0)  # not positive integers: the same message below
+    if pair[0] % 2 == 0 or pair[1] % 2 == 0:
+        raise ValueError(f"gaze_kernel must be an odd integer >= 1 or a pair of them, "
+                         f"got gaze_kernel={kernel!r}")
+    return pair
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,8 +87,11 @@ def check_gaze_kernel(kernel: int | tuple[int, int]) -> tuple[int, int]:
 
 def dilation_rate(size: tuple[int, int], partition: int | tuple[int, int]) -> tuple[int, int]:
     """The adaptive dilation rate ``(ceil(H/M_h), ceil(W/M_w))`` of an ``H x W`` map (Sec. 3.2)."""
-    mh, mw = check_partition(partition)
-    return (-(-size[0] // mh), -(-size[1] // mw))
+    return _rate(size, check_partition(partition))
+
+
+def _rate(size: Pair, partition: Pair) -> Pair:
+    return (-(-size[0] // partition[0]), -(-size[1] // partition[1]))
 
 
 def dilated_split(x: Tensor, partition: int | tuple[int, int]) -> Tensor:
@@ -138,7 +127,11 @@ def effective_partition(
     Same dilation rate and same real members as ``M`` (see the module docstring), fewer padded
     slots; ``M' = M`` when ``M`` divides the size and ``M' = H`` when ``H < M``.
     """
-    dh, dw = dilation_rate(size, partition)
+    return _effective(size, check_partition(partition))
+
+
+def _effective(size: Pair, partition: Pair) -> Pair:
+    dh, dw = _rate(size, partition)
     return (-(-size[0] // dh), -(-size[1] // dw))
 
 
@@ -176,8 +169,7 @@ def gg_msa_macs(
     ``"glance"`` has no ``k^2 N C``; ``"gaze"`` has no attention and projects only ``V``
     (``2 N C^2 + k^2 N C``).
     """
-    if branches not in BRANCHES:
-        raise ValueError(f"branches must be one of {BRANCHES}, got branches={branches!r}")
+    one_of(branches, "branches", BRANCHES)
     height, width = check_size(height, width)
     tokens = height * width
     kh, kw = check_gaze_kernel(gaze_kernel)
@@ -210,7 +202,7 @@ class GlanceGazeAttention(AttentionMixer):
             Adaptive Gazing pass :func:`adaptive_gaze_kernel` of the block's nominal map size.
         branches: ``"glance+gaze"`` (GG-MSA), ``"glance"`` (G-MSA, Eq. 12) or ``"gaze"``
             (depthwise conv on ``V`` only) -- the GG Table 4b ablations.
-        qkv_bias: bias in the qkv projection.
+        qkv_bias: bias in the qkv projection (the ``v`` projection of Gaze only).
         position_bias: relative position bias over in-partition coordinates (Swin-style table of
             ``(2M - 1)^2`` entries per head).
     """
@@ -225,8 +217,7 @@ class GlanceGazeAttention(AttentionMixer):
         qkv_bias: bool = True,
         position_bias: bool = True,
     ) -> None:
-        if branches not in BRANCHES:
-            raise ValueError(f"branches must be one of {BRANCHES}, got branches={branches!r}")
+        one_of(branches, "branches", BRANCHES)
         # Q, K, V for the Glance branch; V alone when only the Gaze branch is kept.
         super().__init__(dim, heads, qkv_bias=qkv_bias,
                          projections="v" if branches == "gaze" else "qkv")
@@ -246,7 +237,7 @@ class GlanceGazeAttention(AttentionMixer):
 
     def partition_mask(self, size: tuple[int, int], device: torch.device) -> Tensor | None:
         """``(d_h d_w, 1, M'^2, M'^2)`` mask of padded partition slots, or ``None`` (cached)."""
-        partition = effective_partition(size, self.partition)
+        partition = _effective(size, self.partition)
         if padded_size(size[0], partition[0]) * padded_size(size[1], partition[1]) == (
             size[0] * size[1]
         ):
@@ -254,7 +245,8 @@ class GlanceGazeAttention(AttentionMixer):
 
         def build() -> Tensor:
             labels = padding_labels(size, partition)[None, :, :, None]
-            return allowed_from_labels(dilated_split(labels, partition)[0, :, :, 0]).to(device)
+            parts = grouping.dilated_split(labels, partition)
+            return allowed_from_labels(parts[0, :, :, 0]).to(device)
 
         return self.geometry(("partition_mask", size), device, build)
 
@@ -262,11 +254,11 @@ class GlanceGazeAttention(AttentionMixer):
         """Glance (Eqs. 6-10): ``3 x (B, H, W, C) -> (B, H, W, C)``, no output projection."""
         _, height, width, _ = q.shape
         size = (height, width)
-        partition = effective_partition(size, self.partition)
-        q, k, v = (dilated_split(t, partition) for t in (q, k, v))  # (B, d_h d_w, M'^2, C)
+        partition = _effective(size, self.partition)
+        q, k, v = (grouping.dilated_split(t, partition) for t in (q, k, v))  # (B, d_h d_w, M'^2, C)
         bias = self.position_bias(partition) if self.position_bias is not None else None
-        out = self.attend(q, KeySource(k, v, bias, self.partition_mask(size, q.device)))
-        return dilated_merge(out, partition, size)
+        out = self.attention(q, KeySource(k, v, bias, self.partition_mask(size, q.device)))
+        return grouping.dilated_merge(out, partition, size)
 
     def gaze_convolution(self, v: Tensor) -> Tensor:
         """Gaze (Eq. 13): depthwise ``k x k`` conv on the values, ``(B,H,W,C) -> (B,H,W,C)``."""
@@ -277,7 +269,7 @@ class GlanceGazeAttention(AttentionMixer):
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         if not self.glance:  # Gaze only
-            return self.proj(self.gaze_convolution(self.qkv(x)))  # type: ignore[no-any-return]
+            return self.proj(self.gaze_convolution(self.v(x)))  # type: ignore[no-any-return]
         q, k, v = self.project_qkv(x)  # each (B, H, W, C)
         out = self.glance_attention(q, k, v)
         if self.gaze:

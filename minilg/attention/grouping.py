@@ -5,7 +5,8 @@ Every function works on channels-last maps ``(B, H, W, C)`` and comes with the l
 real tokens from padding, so attention can mask the padding and it never changes a real token.
 
 * Non-overlapping windows (Swin Sec. 3.2): :func:`window_partition` / :func:`window_reverse`,
-  after zero padding to a multiple of the window (:func:`pad_to_multiple`).
+  after zero padding to a multiple of the window (:func:`pad_to_multiple`); the regions of a
+  shifted window grid (:func:`shifted_window_labels`).
 * Dilated partitions (GG Eqs. 6-8, 10): :func:`dilated_split` / :func:`dilated_merge`.
 * Overlapping neighbourhoods (Focal's fine level, SALG's coverage areas): :func:`neighbourhood`
   gathers, for each ``Mh x Mw`` window, the ``(Mh + 2r) x (Mw + 2r)`` tokens around it; outside
@@ -14,11 +15,13 @@ real tokens from padding, so attention can mask the padding and it never changes
 * Sub-window pooling (Focal Eq. 1, HAT-Net Eq. 10, PVT): :func:`subwindow_pool` (mean, max,
   mean over real tokens only) and :class:`SubWindowPool` (a learned linear map over the
   sub-window's positions, initialised to the mean).
+* Keys gathered from several maps at once (Focal's levels): :func:`gather_rows`.
 * Irregular groups from a per-token label map (SALG's regions): :func:`label_mask`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -26,12 +29,18 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-from minilg.validate import Pair
+from minilg.validate import Pair, as_pair
 
 
 def padded_size(size: int, multiple: int) -> int:
     """Smallest multiple of ``multiple`` that is ``>= size``."""
     return -(-size // multiple) * multiple
+
+
+def clip_to_map(window: Pair, size: Pair) -> Pair:
+    """A window (or grid, or pool size) no larger than the ``(H, W)`` map, per axis (Swin's rule:
+    a larger one would only add padding)."""
+    return min(window[0], size[0]), min(window[1], size[1])
 
 
 def pad_to_multiple(x: Tensor, window: Pair) -> Tensor:
@@ -70,6 +79,33 @@ def window_reverse(windows: Tensor, window: Pair, padded: Pair) -> Tensor:
 def window_labels(labels: Tensor, window: Pair) -> Tensor:
     """``(Hp, Wp)`` labels -> ``(nWindows, Mh*Mw)``, in :func:`window_partition`'s order."""
     return rearrange(labels, "(nh mh) (nw mw) -> (nh nw) (mh mw)", mh=window[0], mw=window[1])
+
+
+# --- shifted windows (Swin) -----------------------------------------------------------------
+
+
+def shifted_window_labels(
+    size: tuple[int, int], window: tuple[int, int], shift: tuple[int, int]
+) -> Tensor:
+    """Region labels of the rolled, padded map ``(Hp, Wp)``: ``-1`` padding, else region id.
+
+    After rolling by ``-shift`` each axis has three bands (Swin's ``img_mask``): tokens that were
+    inside ``[0, Hp - M)``, the band ``[Hp - M, Hp - s)`` and the wrapped band ``[Hp - s, Hp)``.
+    Two tokens may attend to each other only if both bands (rows and columns) agree.
+    """
+    labels = padding_labels(size, window)
+    hp, wp = labels.shape
+
+    def bands(length: int, m: int, s: int) -> Tensor:
+        band = torch.zeros(length, dtype=torch.long)
+        if s > 0:
+            band[length - m : length - s] = 1
+            band[length - s :] = 2
+        return band
+
+    region = bands(hp, window[0], shift[0])[:, None] * 3 + bands(wp, window[1], shift[1])[None, :]
+    rolled_padding = torch.roll(labels, shifts=(-shift[0], -shift[1]), dims=(0, 1))
+    return torch.where(rolled_padding < 0, rolled_padding, region)
 
 
 # --- dilated partitions (GG) ----------------------------------------------------------------
@@ -173,8 +209,8 @@ class SubWindowPool(nn.Module):
 
     def __init__(self, size: Pair) -> None:
         super().__init__()
-        self.size = size
-        self.pool = nn.Linear(size[0] * size[1], 1)
+        self.size = as_pair(size, "size")
+        self.pool = nn.Linear(self.size[0] * self.size[1], 1)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -192,6 +228,43 @@ class SubWindowPool(nn.Module):
     def macs(self, height: int, width: int, channels: int) -> int:
         sh, sw = self.size
         return padded_size(height, sh) * padded_size(width, sw) * channels
+
+
+class Pooling(nn.Module):
+    """Sub-window pooling by mode (Focal Eq. 1, one level): learned (``"fc"``,
+    :class:`SubWindowPool`), ``"mean"`` or ``"max"`` (:func:`subwindow_pool`)."""
+
+    def __init__(self, size: int, mode: Literal["fc", "mean", "max"]) -> None:
+        super().__init__()
+        self.size, self.mode = (size, size), mode
+        self.fc = SubWindowPool(self.size) if mode == "fc" else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, Hp, Wp, C) -> (B, Hp/s_w, Wp/s_w, C)``; ``Hp, Wp`` are multiples of ``s_w``."""
+        if self.fc is not None:
+            pooled: Tensor = self.fc(x)
+            return pooled
+        return subwindow_pool(x, self.size, "max" if self.mode == "max" else "mean")
+
+
+# --- gathered keys from several maps (Focal) ---------------------------------------------
+
+
+def gather_rows(maps: Sequence[Tensor], index: Tensor) -> tuple[Tensor, Tensor]:
+    """Keys and values ``(B, nW, K, C)`` each (Focal's levels): rows ``index (nW, K)`` of the
+    maps' tokens ``(B, h_l, w_l, 2C)`` concatenated, plus one zero row (the slot for keys
+    outside the map)."""
+    dim = maps[0].shape[-1] // 2
+    zero = maps[0].new_zeros(maps[0].shape[0], 1, dim)
+    # k and v gathered apart from contiguous rows: their gradients scatter apart too
+    k, v = (
+        rearrange(
+            torch.cat([rearrange(m[..., part], "b h w c -> b (h w) c") for m in maps] + [zero],
+                      dim=1).index_select(1, index.flatten()),
+            "b (n k) c -> b n k c", n=index.shape[0])
+        for part in (slice(0, dim), slice(dim, 2 * dim))
+    )
+    return k, v
 
 
 # --- irregular groups from labels (SALG) ------------------------------------------------------
@@ -213,8 +286,9 @@ def allowed_from_labels(labels: Tensor) -> Tensor:
 
 
 __all__ = [
-    "PoolMode", "SubWindowPool", "allowed_from_labels", "dilated_merge",
-    "dilated_split", "label_mask", "neighbourhood", "neighbourhood_labels", "pad_to_multiple",
-    "padded_size", "padding_labels", "subwindow_pool", "window_labels", "window_partition",
-    "window_reverse",
+    "PoolMode", "Pooling", "SubWindowPool", "allowed_from_labels", "clip_to_map", "dilated_merge",
+    "dilated_split",
+    "gather_rows", "label_mask", "neighbourhood", "neighbourhood_labels", "pad_to_multiple",
+    "padded_size", "padding_labels", "shifted_window_labels", "subwindow_pool", "window_labels",
+    "window_partition", "window_reverse",
 ]

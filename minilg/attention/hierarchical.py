@@ -72,24 +72,24 @@ it omits one of the five ``C x C`` maps applied to all tokens) and ``N`` for ``N
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from minilg.attention.core import AttentionMixer, KeySource, attend, attention_macs, linear_macs
-from minilg.attention.full import msa_macs
 from minilg.attention.grouping import (
     allowed_from_labels,
+    clip_to_map,
     pad_to_multiple,
     padded_size,
     padding_labels,
     subwindow_pool,
     window_labels,
 )
-from minilg.layers import ChannelsLastGroupNorm
-from minilg.validate import Pair, check_size
+from minilg.nn import ChannelsLastGroupNorm
+from minilg.validate import Pair, as_pair, check_size, one_of
 
 Follow = Literal["paper", "official"]
 FOLLOW: tuple[str, ...] = get_args(Follow)
@@ -102,9 +102,7 @@ FOLLOW: tuple[str, ...] = get_args(Follow)
 
 def check_follow(follow: object) -> Follow:
     """``follow`` itself, or a ValueError naming the allowed values."""
-    if follow not in FOLLOW:
-        raise ValueError(f"follow must be one of {FOLLOW}, got follow={follow!r}")
-    return follow  # type: ignore[return-value]
+    return cast(Follow, one_of(follow, "follow", FOLLOW))
 
 
 def check_sizes(grid: object, pool: object) -> tuple[Pair, Pair]:
@@ -113,26 +111,12 @@ def check_sizes(grid: object, pool: object) -> tuple[Pair, Pair]:
     Both are positive ints or pairs of positive ints (``G1 = 1``: plain MHSA, HAT-Net's last
     stage).
     """
-    pairs = []
-    for name, label, value in (("grid", "G1", grid), ("pool", "G2", pool)):
-        pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-        if len(pair) != 2 or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair
-        ):
-            raise ValueError(
-                f"{name} ({label}) must be a positive integer or a pair of positive integers "
-                f"(allowed: 1, 2, 3, ...), got {name}={value!r}"
-            )
-        pairs.append((int(pair[0]), int(pair[1])))
-    return pairs[0], pairs[1]
+    return as_pair(grid, "grid"), as_pair(pool, "pool")
 
 
 def effective_sizes(height: int, width: int, grid: Pair, pool: Pair) -> tuple[Pair, Pair]:
     """``G1`` and ``G2`` clipped to the map (a larger one would only add masked padding)."""
-    return (
-        (min(grid[0], height), min(grid[1], width)),
-        (min(pool[0], height), min(pool[1], width)),
-    )
+    return clip_to_map(grid, (height, width)), clip_to_map(pool, (height, width))
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,7 +155,7 @@ def h_mhsa_macs(
     grid_pair, pool_pair = check_sizes(grid, pool)
     tokens = height * width
     if grid_pair == (1, 1):
-        return msa_macs(tokens, dim)
+        return 4 * linear_macs(tokens, dim, dim) + attention_macs(tokens, tokens, dim)  # MSA
     _, (ph, pw) = effective_sizes(height, width, grid_pair, pool_pair)
     pooled = (padded_size(height, ph) // ph) * (padded_size(width, pw) // pw)
     projections = 5 * linear_macs(tokens, dim, dim) + linear_macs(pooled, dim, 2 * dim)
@@ -198,7 +182,7 @@ class HierarchicalAttention(AttentionMixer):
 
     Layers (named as the official ``attn.*``): ``norm``, ``qkv``, ``proj``; with ``G1 > 1`` also
     ``q``, ``kv`` and, in ``official`` mode, ``grid_norm`` and ``ds_norm``. The mixer includes
-    its own norm: use it in a :class:`~minilg.layers.Block` with ``norm=nn.Identity``.
+    its own norm: use it in a :class:`~minilg.models.blocks.Block` with ``norm=nn.Identity``.
 
     ``official`` mode equals the official module wherever that one runs (``G1`` dividing the
     map); on other sizes, where the official code fails, it pads and masks exactly as ``paper``
@@ -240,12 +224,12 @@ class HierarchicalAttention(AttentionMixer):
             self.grid if grid is None else grid, self.pool if pool is None else pool)
         if self.is_msa and grid_pair != (1, 1):
             raise ValueError(
-                f"grid (G1) of a mixer built with G1 = 1 (plain MHSA, no global-step layers) "
-                f"must stay 1, got grid={grid!r}")
+                f"grid must be 1 for a mixer built with G1 = 1 (plain MHSA, no global-step "
+                f"layers), got grid={grid!r}")
         if not self.is_msa and grid_pair == (1, 1):
             raise ValueError(
-                "grid (G1) = 1 selects plain MHSA, a different layout (no q, kv layers); an "
-                f"H-MHSA mixer accepts grid >= 2 on some axis, got grid={grid!r}")
+                "grid must be >= 2 on some axis for an H-MHSA mixer (G1 = 1 selects plain MHSA, "
+                f"a different layout without q, kv layers), got grid={grid!r}")
         self.grid, self.pool = grid_pair, pool_pair
 
     def grid_mask(self, size: Pair, grid: Pair, device: torch.device) -> Tensor | None:
@@ -294,14 +278,14 @@ class HierarchicalAttention(AttentionMixer):
         _, height, _, _ = a1.shape
         k, v = self.project_kv(rearrange(self.pooled_tokens(a1), "b h w c -> b 1 (h w) c"))
         q = self.q(rearrange(a1, "b h w c -> b 1 (h w) c"))
-        out = self.attend(q, KeySource(k, v))
+        out = self.attention(q, KeySource(k, v))
         return rearrange(out, "b 1 (h w) c -> b h w c", h=height)
 
     def full_attention(self, normed: Tensor) -> Tensor:
         """``G1 = 1``: plain MHSA (Eq. 2) over all tokens, unprojected."""
         _, height, _, _ = normed.shape
         q, k, v = self.project_qkv(rearrange(normed, "b h w c -> b 1 (h w) c"))
-        return rearrange(self.attend(q, KeySource(k, v)), "b 1 (h w) c -> b h w c", h=height)
+        return rearrange(self.attention(q, KeySource(k, v)), "b 1 (h w) c -> b h w c", h=height)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)

@@ -5,6 +5,10 @@ of shape ``(qh, qw)`` and a key grid of shape ``(kh, kw)``: offsets run over
 ``[-(kh-1), qh-1] x [-(kw-1), qw-1]``, so the table has ``(qh + kh - 1) * (qw + kw - 1)`` rows.
 For self-attention in an ``M x M`` window this is Swin's ``(2M - 1)^2`` table; Focal's pooled
 levels use a ``7 x 7`` query window against ``s_r x s_r`` pooled keys, giving ``(7 + s_r - 1)^2``.
+
+Two further bias shapes Focal uses (Eq. 3): :class:`RegionBias`, one scalar per head and key
+shared by all queries (the paper's ``B^l in R^{s_r x s_r}``), and :class:`DenseBias`, one per
+(query, key slot) (the official code's ring bias). :func:`bias_of` returns any of the three.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+
+from minilg.validate import as_pair
 
 
 def relative_position_index(
@@ -58,13 +64,9 @@ class RelativePositionBias(nn.Module):
         self, heads: int, query_grid: tuple[int, int], key_grid: tuple[int, int] | None = None
     ) -> None:
         super().__init__()
-        key_grid = key_grid if key_grid is not None else query_grid
-        if min(*query_grid, *key_grid) < 1:
-            raise ValueError(
-                f"query_grid and key_grid must be positive, got {query_grid} and {key_grid}"
-            )
-        self.query_grid = query_grid
-        self.key_grid = key_grid
+        self.query_grid = as_pair(query_grid, "query_grid")
+        self.key_grid = self.query_grid if key_grid is None else as_pair(key_grid, "key_grid")
+        query_grid, key_grid = self.query_grid, self.key_grid
         rows = (query_grid[0] + key_grid[0] - 1) * (query_grid[1] + key_grid[1] - 1)
         self.bias_table = nn.Parameter(torch.empty(rows, heads))
         nn.init.trunc_normal_(self.bias_table, std=0.02)
@@ -97,3 +99,47 @@ class RelativePositionBias(nn.Module):
                 ).to(self.bias_table.device)
             index = cache[key]
         return rearrange(self.bias_table[index], "tq tk heads -> heads tq tk")
+
+
+class RegionBias(nn.Module):
+    """The paper's pooled-level bias ``B^l in R^{s_r x s_r}`` (Eq. 3), shared by the window's
+    queries: ``bias_table (s_r^2, heads)`` -> ``(heads, 1, s_r^2)``."""
+
+    def __init__(self, heads: int, region: int) -> None:
+        super().__init__()
+        self.bias_table = nn.Parameter(torch.empty(region * region, heads))
+        nn.init.trunc_normal_(self.bias_table, std=0.02)
+
+    def bias(self) -> Tensor:
+        """``(heads, 1, s_r^2)`` (a method, not ``forward``: it takes no input)."""
+        return rearrange(self.bias_table, "tk heads -> heads 1 tk")
+
+
+class DenseBias(nn.Module):
+    """A learned bias per (query, key slot), ``bias_table (heads, Tq, Tk)``: Focal's official
+    ring."""
+
+    def __init__(self, heads: int, queries: int, keys: int) -> None:
+        super().__init__()
+        self.bias_table = nn.Parameter(torch.empty(heads, queries, keys))
+        nn.init.trunc_normal_(self.bias_table, std=0.02)
+
+    def bias(self) -> Tensor:
+        """``(heads, Tq, Tk)``."""
+        return self.bias_table
+
+
+def bias_of(module: nn.Module) -> Tensor:
+    """The bias tensor of a :class:`RelativePositionBias`, :class:`RegionBias` or
+    :class:`DenseBias`."""
+    if isinstance(module, RelativePositionBias):
+        out: Tensor = module()
+        return out
+    if isinstance(module, (RegionBias, DenseBias)):
+        return module.bias()
+    raise TypeError(f"not a position bias module: {type(module).__name__}")
+
+
+__all__ = [
+    "DenseBias", "RegionBias", "RelativePositionBias", "bias_of", "relative_position_index",
+]

@@ -17,9 +17,11 @@ Read top to bottom, this module follows SALG Sec. III:
    coverage area in which tokens of other regions are masked out (the paper's *null tokens*),
    plus the region's aggregation (AGR) token; Swin's relative position bias over coverage-area
    coordinates. :class:`SemanticRegionAttention`.
-5. **Inter-region propagation** (Eqs. 3-4): the AGR tokens of all regions exchange information
-   by multi-head self-attention (Eq. 3) or are replaced by their average (Eq. 4):
-   :class:`InterRegionPropagation`.
+5. **Inter-region propagation** (Eqs. 3-4): between two blocks of a stage, the AGR tokens of
+   all regions exchange information by a transformer layer (Eq. 3) or are replaced by their
+   average (Eq. 4). It acts on a whole stage's tokens, built from blocks' parts, so it lives with
+   the SALG stage (:mod:`minilg.models.salg_stage`), as do the AGR tokens' source
+   (``RegionTokens``) and the stage's one segmentation.
 
 The masked dense formulation, as computed: region ``r`` has queries *and* keys
 ``[t_r^AGR, the (M+2p)^2 coverage-area slots]``; a pair is allowed when both belong to ``r``
@@ -47,34 +49,24 @@ Choices the paper leaves open (there is no public code; these are minilg's, with
   piecewise constant; gradients reach the features through attention, not through the labels).
 * **Where segmentation runs.** Once per SALG stage, on the stage input, as the paper writes ("each
   SALG stage first performs region segmentation", Fig. 2); every block of the stage reuses the
-  labels (:func:`given_regions`). A mixer called on its own segments its own input.
+  labels (they are an argument of :meth:`SemanticRegionAttention.forward_with_extra`). A mixer
+  called on its own segments its own input.
 * **Where AGR tokens come from.** Their number ``n_R`` depends on ``H, W``, so they cannot be one
   parameter per region: each starts as its region mean plus one learned embedding shared by all
-  regions (:class:`RegionTokens`), then travels with the map from block to block through the
+  regions (``RegionTokens``), then travels with the map from block to block through the
   stage (the core's extra-token path) and is dropped at the stage's end.
 * **Position bias.** Swin's table over the coverage-area grid, ``(2(M+2p) - 1)^2`` entries per
   head; the AGR token gets none (it has no position).
-* **Eq. 3** prints ``MSA(LN(T) + T)``; minilg reads it as the pre-norm residual
-  ``T + MSA(LN(T))``, like Eq. 2 and Eq. 3's own MLP line (the literal form would add ``T`` to
-  ``LN(T)`` inside the attention and drop the identity path). Propagation runs after a block's
-  MLP (Fig. 5: intra-region step, then inter-region step) and feeds the next block of the stage,
-  so a stage's last block has none (its AGR tokens are dropped: it could not change the output).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Literal, get_args
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
-from torch import Tensor, nn
+from torch import Tensor
 
 from minilg.attention.core import AttentionMixer, KeySource, attention_macs, linear_macs
-from minilg.attention.full import FullAttention
 from minilg.attention.grouping import (
     label_mask,
     neighbourhood,
@@ -84,43 +76,20 @@ from minilg.attention.grouping import (
 from minilg.attention.position import RelativePositionBias
 from minilg.validate import Pair, as_pair, check_size
 
-Propagation = Literal["msa", "ap", "none"]
-PROPAGATIONS: tuple[str, ...] = get_args(Propagation)
-
-
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
 
 
-def _check_pair(value: object, name: str, minimum: int, meaning: str) -> Pair:
-    try:
-        return as_pair(value, name, minimum)
-    except ValueError:
-        raise ValueError(
-            f"{name} ({meaning}) must be an integer >= {minimum} or a pair of them, "
-            f"got {name}={value!r}"
-        ) from None
-
-
 def check_window(window: object) -> Pair:
-    """``M -> (M, M)``; a ValueError naming ``window`` unless a positive int or pair of them."""
-    return _check_pair(window, "window", 1, "M, tokens per side of a region window")
+    """``M -> (M, M)``: the region window, tokens per side (a positive int or pair of them)."""
+    return as_pair(window, "window", 1)
 
 
 def check_margin(margin: object) -> Pair:
-    """``p -> (p, p)``; a ValueError naming ``margin`` unless an int ``>= 0`` or pair of them."""
-    return _check_pair(margin, "margin", 0,
-                       "p, tokens added on every side of a window to form its coverage area")
-
-
-def check_propagation(propagation: object) -> Propagation:
-    if propagation not in PROPAGATIONS:
-        raise ValueError(
-            f"propagation must be one of {PROPAGATIONS} ('msa': Eq. 3, 'ap': Eq. 4, 'none': no "
-            f"inter-region step), got propagation={propagation!r}"
-        )
-    return propagation  # type: ignore[return-value]
+    """``p -> (p, p)``: tokens added on every side of a window to form its coverage area (an
+    int ``>= 0`` or pair of them)."""
+    return as_pair(margin, "margin", 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,21 +208,6 @@ def segmentation_macs(height: int, width: int, dim: int, window: int | Pair,
     return num_regions(height, width, window) * (mh + 2 * ph) * (mw + 2 * pw) * dim
 
 
-# Labels for every SALG block of a stage, set once by the stage (see :func:`given_regions`).
-_REGIONS: ContextVar[Tensor | None] = ContextVar("minilg_salg_regions", default=None)
-
-
-@contextmanager
-def given_regions(labels: Tensor | None) -> Iterator[None]:
-    """Inside the block, :class:`SemanticRegionAttention` uses ``labels (B, H, W)`` instead of
-    segmenting its own input: how a SALG stage shares one segmentation among its blocks."""
-    token = _REGIONS.set(labels)
-    try:
-        yield
-    finally:
-        _REGIONS.reset(token)
-
-
 # --------------------------------------------------------------------------------------------
 # Intra-region attention (Eq. 2)
 # --------------------------------------------------------------------------------------------
@@ -306,9 +260,8 @@ class SemanticRegionAttention(AttentionMixer):
     """Intra-region self-attention with AGR tokens (SALG Eq. 2, Fig. 5).
 
     ``forward(x)``: ``(B, H, W, C) -> (B, H, W, C)``, segmenting ``x`` itself and starting the AGR
-    tokens from its region means. ``forward_with_extra(x, agr)``: ``agr (B, n_R, C)`` AGR tokens,
-    both updated; labels from :func:`given_regions` when a stage set them, else from ``x``.
-    :meth:`intra_region` takes the labels explicitly.
+    tokens from its region means. ``forward_with_extra(x, agr, labels)``: ``agr (B, n_R, C)`` AGR
+    tokens, both updated, with the stage's ``labels`` (or, without them, segmenting ``x``).
 
     Args:
         dim: channels ``C``.
@@ -357,7 +310,7 @@ class SemanticRegionAttention(AttentionMixer):
         q, k, v = rearrange(gathered, "b (r s) c -> b r s c", r=sequences.shape[0]).chunk(3, -1)
         # Eq. 2's mask M_r for queries and keys (head axis 1): both slots belong to region r.
         allowed = label_mask(local, local)[:, :, None]
-        out = self.attend(q, KeySource(k, v, self.bias((height, width)), allowed))
+        out = self.attention(q, KeySource(k, v, self.bias((height, width)), allowed))
         # Null-token queries gave exact zeros: the sum gives each token its own region's output.
         summed = out.new_zeros(batch, tokens + 1 + sequences.shape[0], self.dim)
         summed = summed.index_add(1, sequences.flatten(), rearrange(out, "b r s c -> b (r s) c"))
@@ -365,13 +318,14 @@ class SemanticRegionAttention(AttentionMixer):
         projected: tuple[Tensor, Tensor] = (self.proj(grid), self.proj(summed[:, tokens + 1 :]))
         return projected
 
-    def forward_with_extra(self, x: Tensor, extra: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_with_extra(
+        self, x: Tensor, extra: Tensor, labels: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """``x (B, H, W, C)``, AGR tokens ``extra (B, n_R, C)`` -> both updated (Eq. 2).
 
-        Labels: the stage's (:func:`given_regions`), else :func:`assign_regions` of ``x``.
+        ``labels (B, H, W)``: the regions, segmented once by the stage; ``None``: Eq. 1 on ``x``.
         """
         self.check_input(x)
-        labels = _REGIONS.get()
         if labels is None:
             labels = assign_regions(x, self.window, self.margin)
         return self.intra_region(x, extra, labels)
@@ -384,7 +338,7 @@ class SemanticRegionAttention(AttentionMixer):
 
     def macs(self, height: int, width: int, extra_tokens: int = 0) -> int:
         """Standalone: Eq. 1 + Eq. 2 (:func:`salg_attention_macs`). With ``extra_tokens = n_R``
-        (inside a stage, labels given): Eq. 2 only (:func:`intra_region_macs`)."""
+        (inside a stage, labels given by it): Eq. 2 only (:func:`intra_region_macs`)."""
         if not extra_tokens:
             return salg_attention_macs(height, width, self.dim, self.window, self.margin)
         regions = num_regions(height, width, self.window)
@@ -413,105 +367,10 @@ class SemanticRegionAttention(AttentionMixer):
                 f"{tuple(labels.shape)}"
             )
 
-# --------------------------------------------------------------------------------------------
-# Where AGR tokens come from, and the stage-level segmentation
-# --------------------------------------------------------------------------------------------
-
-
-class RegionTokens(nn.Module):
-    """A SALG stage's segmentation and its AGR tokens (the stage's ``extra`` module).
-
-    ``forward(x (B, H, W, C)) -> (B, n_R, C)``: each region's mean plus one learned embedding
-    ``agr_token`` shared by all regions (``n_R`` depends on ``H, W``, so there cannot be one
-    parameter per region). :meth:`segment` returns the stage's labels ``(B, H, W)``: Eq. 1, or
-    the regular window grid when ``segmentation=False`` (Table III's "Base + Local & Global").
-    ``macs(H, W)``: Eq. 1's similarities (0 without segmentation).
-    """
-
-    def __init__(self, dim: int, window: int | Pair = 7, margin: int | Pair = 1,
-                 segmentation: bool = True) -> None:
-        super().__init__()
-        self.dim, self.window, self.margin = dim, check_window(window), check_margin(margin)
-        self.segmentation = segmentation
-        self.agr_token = nn.Parameter(torch.zeros(1, 1, dim))
-        nn.init.trunc_normal_(self.agr_token, std=0.02)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return region_means(x, self.window) + self.agr_token
-
-    def segment(self, x: Tensor) -> Tensor:
-        """Labels ``(B, H, W)`` of the stage input ``x``."""
-        if not self.segmentation:
-            labels = window_grid_labels((x.shape[1], x.shape[2]), self.window, x.device)
-            return labels.expand(x.shape[0], -1, -1)
-        return assign_regions(x, self.window, self.margin)
-
-    def num_tokens(self, height: int, width: int) -> int:
-        return num_regions(height, width, self.window)
-
-    def macs(self, height: int, width: int) -> int:
-        if not self.segmentation:
-            return 0
-        return segmentation_macs(height, width, self.dim, self.window, self.margin)
-
-    def extra_repr(self) -> str:
-        return (f"dim={self.dim}, window={self.window}, margin={self.margin}, "
-                f"segmentation={self.segmentation}")
-
-
-# --------------------------------------------------------------------------------------------
-# Inter-region propagation (Eqs. 3-4)
-# --------------------------------------------------------------------------------------------
-
-
-class InterRegionPropagation(nn.Module):
-    """Global step on the AGR tokens ``(B, T, C) -> (B, T, C)`` (Eq. 3 or Eq. 4).
-
-    * ``"msa"`` (Eq. 3): ``T = T + MSA(LN(T))``, ``T = T + MLP(LN(T))``: a transformer layer
-      over the ``T = n_R`` AGR tokens of each image (no position bias: the tokens have no grid
-      positions of their own), with stochastic depth ``drop_path``.
-      MACs ``4TC^2 + 2T^2C + 2rTC^2``.
-    * ``"ap"`` (Eq. 4): every AGR token becomes the average of all of them. No parameters, no MACs.
-    * ``"none"``: no inter-region step (Table III's "Base + Seg. + Local").
-    """
-
-    def __init__(self, dim: int, heads: int, propagation: Propagation = "ap",
-                 mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
-        super().__init__()
-        # Imported here: minilg.layers imports minilg.attention.
-        from minilg.layers import DropPath, Mlp
-
-        self.dim, self.propagation = dim, check_propagation(propagation)
-        if self.propagation == "msa":
-            self.norm1 = nn.LayerNorm(dim)
-            self.attn = FullAttention(dim, heads)
-            self.norm2 = nn.LayerNorm(dim)
-            self.mlp = Mlp(dim, mlp_ratio)
-            self.drop_path = DropPath(drop_path)
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        if self.propagation == "ap":
-            return tokens.mean(dim=1, keepdim=True).expand_as(tokens)
-        if self.propagation == "none":
-            return tokens
-        tokens = tokens + self.drop_path(self.attn(self.norm1(tokens)[:, None])[:, 0])
-        out: Tensor = tokens + self.drop_path(self.mlp(self.norm2(tokens)))
-        return out
-
-    def macs(self, tokens: int) -> int:
-        if self.propagation != "msa":
-            return 0
-        return self.attn.macs(1, tokens) + self.mlp.macs(tokens, 1)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, propagation={self.propagation!r}"
-
 
 __all__ = [
-    "PROPAGATIONS", "InterRegionPropagation", "Propagation", "RegionTokens",
-    "SemanticRegionAttention", "assign_regions", "check_margin", "check_propagation",
-    "check_window", "coverage", "coverage_positions", "effective_window", "given_regions",
-    "intra_region_macs", "num_regions", "region_grid", "region_local_labels", "region_means",
-    "region_sequences",
-    "region_similarity", "salg_attention_macs", "segmentation_macs", "window_grid_labels",
+    "SemanticRegionAttention", "assign_regions", "check_margin", "check_window", "coverage",
+    "coverage_positions", "effective_window", "intra_region_macs", "num_regions", "region_grid",
+    "region_local_labels", "region_means", "region_sequences", "region_similarity",
+    "salg_attention_macs", "segmentation_macs", "window_grid_labels",
 ]

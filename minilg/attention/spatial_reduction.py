@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from minilg.attention.core import AttentionMixer, KeySource, attention_macs, linear_macs
 from minilg.attention.grouping import pad_to_multiple, padded_size
-from minilg.validate import check_size
+from minilg.validate import check_size, positive_int
 
 
 def sra_macs(height: int, width: int, dim: int, reduction: int) -> int:
@@ -44,9 +44,7 @@ class SpatialReductionAttention(AttentionMixer):
 
     def __init__(self, dim: int, heads: int, reduction: int = 1, qkv_bias: bool = True) -> None:
         super().__init__(dim, heads, qkv_bias=qkv_bias, projections="q_kv")
-        if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
-            raise ValueError(f"reduction must be a positive integer, got reduction={reduction!r}")
-        self.reduction = reduction
+        self.reduction = positive_int(reduction, "reduction")
         self.reduce: nn.Module = nn.Identity()
         self.norm: nn.Module = nn.Identity()
         if reduction > 1:
@@ -67,7 +65,7 @@ class SpatialReductionAttention(AttentionMixer):
         height = x.shape[1]
         q = self.q(rearrange(x, "b h w c -> b 1 (h w) c"))  # one group: every token
         k, v = self.project_kv(self.reduced_tokens(x)[:, None])
-        out: Tensor = self.proj(self.attend(q, KeySource(k, v)))
+        out: Tensor = self.proj(self.attention(q, KeySource(k, v)))
         return rearrange(out, "b 1 (h w) c -> b h w c", h=height)
 
     def macs(self, height: int, width: int) -> int:

@@ -25,9 +25,10 @@ from torch import Tensor
 from minilg.attention.core import AttentionMixer, KeySource, attention_macs, linear_macs
 from minilg.attention.grouping import (
     allowed_from_labels,
+    clip_to_map,
     pad_to_multiple,
     padded_size,
-    padding_labels,
+    shifted_window_labels,
     window_labels,
     window_partition,
     window_reverse,
@@ -39,35 +40,11 @@ from minilg.validate import as_pair, check_size
 def window_msa_macs(height: int, width: int, dim: int, window: tuple[int, int]) -> int:
     """``4 N C^2 + 2 M^2 Np C``: projections on ``N = HW`` tokens, attention on ``Np = HpWp``."""
     height, width = check_size(height, width)
-    mh, mw = min(window[0], height), min(window[1], width)
+    mh, mw = clip_to_map(window, (height, width))
     padded_tokens = padded_size(height, mh) * padded_size(width, mw)
     tokens = height * width
     projections = linear_macs(tokens, dim, 3 * dim) + linear_macs(tokens, dim, dim)
     return projections + attention_macs(mh * mw, mh * mw, dim) * (padded_tokens // (mh * mw))
-
-
-def shifted_window_labels(
-    size: tuple[int, int], window: tuple[int, int], shift: tuple[int, int]
-) -> Tensor:
-    """Region labels of the rolled, padded map ``(Hp, Wp)``: ``-1`` padding, else region id.
-
-    After rolling by ``-shift`` each axis has three bands (Swin's ``img_mask``): tokens that were
-    inside ``[0, Hp - M)``, the band ``[Hp - M, Hp - s)`` and the wrapped band ``[Hp - s, Hp)``.
-    Two tokens may attend to each other only if both bands (rows and columns) agree.
-    """
-    labels = padding_labels(size, window)
-    hp, wp = labels.shape
-
-    def bands(length: int, m: int, s: int) -> Tensor:
-        band = torch.zeros(length, dtype=torch.long)
-        if s > 0:
-            band[length - m : length - s] = 1
-            band[length - s :] = 2
-        return band
-
-    region = bands(hp, window[0], shift[0])[:, None] * 3 + bands(wp, window[1], shift[1])[None, :]
-    rolled_padding = torch.roll(labels, shifts=(-shift[0], -shift[1]), dims=(0, 1))
-    return torch.where(rolled_padding < 0, rolled_padding, region)
 
 
 class WindowAttention(AttentionMixer):
@@ -93,15 +70,15 @@ class WindowAttention(AttentionMixer):
     ) -> None:
         super().__init__(dim, heads, qkv_bias=qkv_bias)
         self.window = as_pair(window, "window")
-        shift_pair = as_pair(shift, "shift", minimum=0)
-        if not all(s < m for s, m in zip(shift_pair, self.window, strict=True)):
-            raise ValueError(f"shift must satisfy 0 <= shift < window={self.window}, got {shift}")
-        self.shift = shift_pair
+        self.shift = as_pair(shift, "shift", minimum=0)
+        if not all(s < m for s, m in zip(self.shift, self.window, strict=True)):
+            raise ValueError(f"shift must be an integer or pair with 0 <= shift < "
+                             f"window={self.window}, got shift={shift!r}")
         self.position_bias = RelativePositionBias(heads, self.window) if position_bias else None
 
     def effective(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """Window and shift used on an ``height x width`` map (clipped to the map, Swin rule)."""
-        window = (min(self.window[0], height), min(self.window[1], width))
+        window = clip_to_map(self.window, (height, width))
         shift = (
             self.shift[0] if height > self.window[0] else 0,
             self.shift[1] if width > self.window[1] else 0,
@@ -159,7 +136,7 @@ class WindowAttention(AttentionMixer):
         q, k, v = grouped.chunk(3, dim=-1)  # each (B, nW, M*M, C)
         bias = self.position_bias(window) if self.position_bias is not None else None
         allowed = self.window_mask((height, width), x.device)
-        out = self.attend(q, KeySource(k, v, bias, allowed))
+        out = self.attention(q, KeySource(k, v, bias, allowed))
         if shift != (0, 0):  # back to the map, rolled back by +shift: the inverse gather
             tokens = rearrange(out, "b g t c -> b (g t) c")[:, inverse]
             out = rearrange(tokens, "b (h w) c -> b h w c", h=padded[0])

@@ -12,10 +12,10 @@ key, a shape that disagrees with the config, or an official option minilg does n
 One module per family registers its converter with :func:`register_converter` (and, if the
 official repository configures its models with nested upper-case YAML files, a mapping from
 those files to the flat constructor arguments with :func:`register_yaml_mapping`); this module
-dispatches, keeps the accounting (:func:`strict_load`) and writes converted weights
-(:func:`save_converted`) in the format ``python -m minilg eval`` and
-:func:`minilg.train.load_model` read: safetensors whose metadata names the registered minilg
-model and its overrides.
+dispatches and keeps the accounting (:func:`strict_load`); :func:`converted_metadata` is what
+converted weights files carry so that ``python -m minilg eval`` and :func:`minilg.train.load_model`
+rebuild them (the registered minilg model and its overrides). Reading and writing files is the
+``convert`` verb's (:mod:`minilg.convert_cli`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from minilg.errors import MinilgError
 
-class ConversionError(ValueError):
+
+class ConversionError(MinilgError, ValueError):
     """An official state dict or config that cannot be converted (the message names why)."""
 
 
@@ -251,22 +253,14 @@ def converted_metadata(conversion: Conversion, family: str) -> dict[str, str]:
     }
 
 
-def save_converted(conversion: Conversion, family: str, path: str | Path) -> None:
-    """Write the converted weights as safetensors with :func:`converted_metadata`."""
-    from minilg.training.checkpoint import save_weights
-
-    save_weights(path, conversion.model, converted_metadata(conversion, family))
-
-
 def _load_converters() -> None:
     """Import the per-family modules (each registers itself)."""
     for info in pkgutil.iter_modules(__path__):
-        if info.name != "cli":
-            importlib.import_module(f"{__name__}.{info.name}")
+        importlib.import_module(f"{__name__}.{info.name}")
 
 
 __all__ = [
     "Conversion", "ConversionError", "Converter", "Drop", "config_from_yaml", "convert_official",
     "converted_metadata", "families", "from_official", "read_official_yaml", "register_converter",
-    "register_yaml_mapping", "save_converted", "strict_load", "unwrap_checkpoint",
+    "register_yaml_mapping", "strict_load", "unwrap_checkpoint",
 ]

@@ -23,7 +23,7 @@ Key map (``s`` stage, ``i`` block, ``k`` pooled level)::
                                            -> ...mixer.level_bias.k.bias_table (T, h)
     layers.s.blocks.i.pool_layers.k        -> ...mixer.pools.k.fc.pool
     layers.s.blocks.i.gamma_1 / gamma_2          -> ...scale1.gamma / scale2.gamma
-    layers.s.downsample.proj / .norm             -> downsamples.s.conv / .norm
+    layers.s.downsample.proj / .norm       -> stages.{s+1}.downsample.conv / .norm
     norm, head                                   -> norm, head
 
 Dropped: the index buffers ``relative_position_index``, ``relative_position_index_k``,
@@ -33,13 +33,13 @@ Dropped: the index buffers ``relative_position_index``, ``relative_position_inde
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from minilg.attention.focal import FocalAttention, official_to_paper_fine_bias
+from minilg.attention.focal_official import OfficialFocalAttention, official_to_paper_fine_bias
 from minilg.convert import Conversion, ConversionError, register_converter
 from minilg.models.focal import FocalConfig, build_focal
 
@@ -58,7 +58,8 @@ REQUIRED: dict[str, Any] = {"qkv_bias": True, "ape": False, "patch_norm": True,
                             "use_pre_norm": False}
 DROPPED_BUFFERS = re.compile(
     r"(relative_position_index(_\d+)?|valid_ind_rolled|valid_ind_unfold_\d+|attn_mask)$")
-RENAMES: tuple[tuple[str, str], ...] = (
+_DOWNSAMPLE = {"proj": "conv", "norm": "norm"}  # the official downsampling's layers
+RENAMES: tuple[tuple[str, str | Callable[[re.Match[str]], str]], ...] = (
     (r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.relative_position_bias_table$",
      r"stages.\1.blocks.\2.mixer.window_bias.bias_table"),
     (r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.relative_position_bias_table_to_neighbors$",
@@ -70,8 +71,8 @@ RENAMES: tuple[tuple[str, str], ...] = (
      r"stages.\1.blocks.\2.mixer.pools.\3.fc.pool."),
     (r"^layers\.(\d+)\.blocks\.(\d+)\.gamma_(\d)$", r"stages.\1.blocks.\2.scale\3.gamma"),
     (r"^layers\.(\d+)\.blocks\.(\d+)\.(norm1|norm2|mlp)\.", r"stages.\1.blocks.\2.\3."),
-    (r"^layers\.(\d+)\.downsample\.proj\.", r"downsamples.\1.conv."),
-    (r"^layers\.(\d+)\.downsample\.norm\.", r"downsamples.\1.norm."),
+    (r"^layers\.(\d+)\.downsample\.(proj|norm)\.",
+     lambda m: f"stages.{int(m.group(1)) + 1}.downsample.{_DOWNSAMPLE[m.group(2)]}."),
     (r"^patch_embed\.norm\.", "stem.norm."),
     (r"^(norm|head)\.", r"\1."),
 )
@@ -188,7 +189,7 @@ def to_paper_mode(official: nn.Module, config: FocalConfig) -> nn.Module:
     state = {k: v for k, v in official.state_dict().items()
              if ".window_bias." not in k and ".ring_bias." not in k}
     for name, module in official.named_modules():
-        if isinstance(module, FocalAttention) and module.window_bias is not None:
+        if isinstance(module, OfficialFocalAttention) and module.window_bias is not None:
             with torch.no_grad():
                 ring = None if module.ring_bias is None else module.ring_bias.bias_table.double()
                 dense = official_to_paper_fine_bias(module.window_bias().double(), ring,

@@ -16,7 +16,7 @@ channels-last):
 official                               minilg
 =====================================  ==============================================
 ``patch_embed.{0,1,3}``                ``stem.{0,1,3}``
-``ds{2,3,4}.{conv,norm}``              ``downsamples.{0,1,2}.{conv,norm}``
+``ds{2,3,4}.{conv,norm}``              ``stages.{1,2,3}.downsample.{conv,norm}``
 ``blocks.i.j.attn.<layer>``            ``stages.i.blocks.j.mixer.<layer>`` (``norm``, ``qkv``,
                                        ``proj``, ``grid_norm``, ``ds_norm``, ``q``, ``kv``)
 ``blocks.i.j.conv.conv{1,2,3}.k``      ``stages.i.blocks.j.mlp.conv{1,2,3}.k``
@@ -91,7 +91,7 @@ def minilg_key(key: str) -> str | None:
     """The minilg name of an official key (``None``: no rule matches)."""
     match = re.match(r"^ds([234])\.", key)
     if match:
-        return f"downsamples.{int(match.group(1)) - 2}.{key[len(match.group(0)):]}"
+        return f"stages.{int(match.group(1)) - 1}.downsample.{key[len(match.group(0)):]}"
     for pattern, target in RENAMES:
         if re.match(pattern, key):
             return re.sub(pattern, target, key)
@@ -105,9 +105,9 @@ def official_key(name: str) -> str:
                             (r"^stages\.(\d+)\.blocks\.(\d+)\.mlp\.", r"blocks.\1.\2.conv.")]:
         if re.match(pattern, name):
             return re.sub(pattern, target, name)
-    match = re.match(r"^downsamples\.(\d+)\.", name)
+    match = re.match(r"^stages\.(\d+)\.downsample\.", name)
     if match:
-        return f"ds{int(match.group(1)) + 2}.{name[len(match.group(0)):]}"
+        return f"ds{int(match.group(1)) + 1}.{name[len(match.group(0)):]}"
     return name
 
 

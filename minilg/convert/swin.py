@@ -17,14 +17,15 @@ Key layout (official -> minilg)::
     layers.i.blocks.j.{norm1,norm2,mlp.fc1,mlp.fc2}      -> stages.i.blocks.j.<same>
     layers.i.blocks.j.attn.{qkv,proj}          -> stages.i.blocks.j.mixer.{qkv,proj}
     layers.i.blocks.j.attn.relative_position_bias_table  -> ...mixer.position_bias.bias_table
-    layers.i.downsample.{norm,reduction}       -> downsamples.i.{norm,reduction}
+    layers.i.downsample.{norm,reduction}       -> stages.{i+1}.downsample.{norm,reduction}
     norm, head                                 -> norm, head
     layers.i.blocks.j.attn.relative_position_index, layers.i.blocks.j.attn_mask: dropped
         ("rebuilt from the config"; their shapes are checked)
 
 The official ``layers.i.downsample`` (PatchMerging at the END of stage ``i``) is minilg's
-``downsamples.i``, which runs at the START of stage ``i + 1``: the same sequence of operations,
-so the official output of ``layers[i]`` is ``model.downsamples[i](stage_i)`` in minilg.
+``stages[i + 1].downsample``, which runs at the START of stage ``i + 1``: the same sequence of
+operations, so the official output of ``layers[i]`` is
+``model.stages[i + 1].downsample(stage_i)`` in minilg.
 Everything else is the same computation: pre-norm blocks, LayerNorm eps 1e-5, exact GELU, the
 qkv channel order ``s*C + head*d + i``, ``d^-1/2`` scaling, the ``(2M-1)^2`` bias table indexed
 ``dy * (2M - 1) + dx``, the cyclic shift by ``M // 2`` in odd blocks, PatchMerging's
@@ -62,7 +63,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -332,7 +333,7 @@ def official_keys(cfg: Mapping[str, Any]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- renaming
-_RULES = [
+_RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"patch_embed\.(proj|norm)\.(weight|bias)"), r"stem.\1.\2"),
     (re.compile(r"layers\.(\d+)\.blocks\.(\d+)\.(norm1|norm2|mlp\.fc1|mlp\.fc2)\.(weight|bias)"),
      r"stages.\1.blocks.\2.\3.\4"),
@@ -341,7 +342,7 @@ _RULES = [
     (re.compile(r"layers\.(\d+)\.blocks\.(\d+)\.attn\.relative_position_bias_table"),
      r"stages.\1.blocks.\2.mixer.position_bias.bias_table"),
     (re.compile(r"layers\.(\d+)\.downsample\.(norm\.weight|norm\.bias|reduction\.weight)"),
-     r"downsamples.\1.\2"),
+     lambda m: f"stages.{int(m.group(1)) + 1}.downsample.{m.group(2)}"),
     (re.compile(r"(norm|head)\.(weight|bias)"), r"\1.\2"),
 ]
 _BUFFERS = re.compile(r"layers\.\d+\.blocks\.\d+\.(attn\.relative_position_index|attn_mask)")

@@ -1,9 +1,11 @@
 """Model families. Importing this package registers every variant with :mod:`minilg.registry`."""
 
 from minilg.models import deit, focal, gg, hat_net, pvt, salg, swin
-from minilg.models.backbone import BlockSpec, HierarchicalBackbone, IsotropicBackbone, ModelBase
+from minilg.models.backbone import HierarchicalBackbone, IsotropicBackbone
+from minilg.models.base import ModelBase
+from minilg.models.stages import BlockSpec, BlockStages, Stage, StageSpec
 
 __all__ = [
-    "BlockSpec", "HierarchicalBackbone", "IsotropicBackbone", "ModelBase", "deit", "focal", "gg",
-    "hat_net", "pvt", "salg", "swin",
+    "BlockSpec", "BlockStages", "HierarchicalBackbone", "IsotropicBackbone", "ModelBase", "Stage",
+    "StageSpec", "deit", "focal", "gg", "hat_net", "pvt", "salg", "swin",
 ]

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from minilg.attention.full import FullAttention
-from minilg.models.backbone import BlockSpec, IsotropicBackbone, IsotropicConfig, build_isotropic
+from minilg.models.backbone import IsotropicBackbone, IsotropicConfig, build_isotropic
+from minilg.models.stages import BlockSpec
 from minilg.registry import register_model, with_overrides
 
 

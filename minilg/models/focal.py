@@ -26,8 +26,9 @@ Switches for the paper's ablations and the official options:
   ``layer_scale``, ``pool``.
 
 Learned pooling starts as the mean (weights ``1/s_w^2``, bias 0) in minilg, as the paper's
-block intends; the official model's final weight initialisation overwrites it (and every
-Linear) with a truncated normal, so minilg's *initialisation* differs there on purpose.
+block intends (its own ``init_weights``, which the backbone's initialisation calls); the official
+model's final weight initialisation overwrites it (and every Linear) with a truncated normal, so
+minilg's *initialisation* differs there on purpose.
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from minilg.attention.focal import FOLLOW, POOL, FocalAttention, Follow, Pool, PositionBias
-from minilg.attention.grouping import SubWindowPool
-from minilg.layers import ConvDownsample, PatchEmbed, layer_norm
-from minilg.models.backbone import BlockSpec, HierarchicalBackbone, HierarchicalConfig
+from minilg.models.backbone import HierarchicalBackbone, HierarchicalConfig
+from minilg.models.blocks import ConvDownsample, PatchEmbed
+from minilg.models.stages import BlockSpec, BlockStages
 from minilg.models.swin import MINI_FRAME
+from minilg.nn import layer_norm
 from minilg.registry import register_model, with_overrides
 
 Interactions = Literal["both", "window", "local", "global"]
@@ -129,7 +131,8 @@ def build_focal(config: FocalConfig) -> HierarchicalBackbone:
     def mixer(spec: BlockSpec) -> FocalAttention:
         window, levels, shift = stage_levels(config, spec)
         return FocalAttention(spec.dim, spec.heads, window, levels, follow=config.follow,
-                              shift=shift, pool=config.pool, position_bias=config.position_bias)
+                              shift=shift, pool_mode=config.pool,
+                              position_bias=config.position_bias)
 
     def downsample(dim: int, out_dim: int) -> nn.Module:
         if config.use_conv_embed:
@@ -139,16 +142,13 @@ def build_focal(config: FocalConfig) -> HierarchicalBackbone:
     stem: nn.Module = (OverlapStem(config.in_chans, config.dims[0], patch + 3, patch, 2, norm)
                        if config.use_conv_embed else
                        PatchEmbed(config.in_chans, config.dims[0], patch))
-    model = HierarchicalBackbone(
-        dims=config.dims, depths=config.depths, heads=config.heads, mixer=mixer,
+    stages = BlockStages(mixer, norm=norm, downsample=downsample, layer_scale=config.layer_scale)
+    return HierarchicalBackbone(
+        dims=config.dims, depths=config.depths, heads=config.heads, stage=stages,
         num_classes=config.num_classes, img_size=config.img_size, in_chans=config.in_chans,
-        mlp_ratio=config.mlp_ratio, drop_path_rate=config.drop_path_rate,
-        layer_scale=config.layer_scale, stem=stem, downsample=downsample, norm=norm,
+        mlp_ratio=config.mlp_ratio, drop_path_rate=config.drop_path_rate, stem=stem,
+        norm=norm(config.dims[-1]),
     )
-    for module in model.modules():  # the backbone's init_weights re-initialised every Linear
-        if isinstance(module, SubWindowPool):
-            module.init_weights()
-    return model
 
 
 def keys_per_window(model: nn.Module) -> list[tuple[int, ...]]:

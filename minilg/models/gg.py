@@ -38,7 +38,6 @@ from minilg.attention.glance_gaze import (
 )
 from minilg.attention.window import WindowAttention
 from minilg.models.backbone import (
-    BlockSpec,
     HierarchicalBackbone,
     HierarchicalConfig,
     IsotropicBackbone,
@@ -46,6 +45,7 @@ from minilg.models.backbone import (
     build_hierarchical,
     build_isotropic,
 )
+from minilg.models.stages import BlockSpec
 from minilg.models.swin import MINI_FRAME
 from minilg.registry import register_model, with_overrides
 

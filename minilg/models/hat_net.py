@@ -5,7 +5,7 @@ them), four stages of ``x + H-MHSA(x)``, ``x + IRB(x)`` blocks at strides 4, 8, 
 stride-2 conv + GroupNorm between stages, global average pooling and a linear head (dropout 0.2
 before it). Every norm is GroupNorm(1, C, eps=1e-6), and every norm sits *inside* a branch:
 the blocks have no norm of their own (``Block(norm=nn.Identity)``) and the model no final norm.
-The MLP is the inverted residual block (:class:`~minilg.layers.ConvMlp`: GN, 1x1, SiLU, k x k
+The MLP is the inverted residual block (:class:`~minilg.nn.ConvMlp`: GN, 1x1, SiLU, k x k
 depthwise, SiLU, 1x1, GN).
 
 =================  =================  ==============  =============  ===============
@@ -47,7 +47,6 @@ design 4 (HAT-Net). Window attention there is Swin's W-MSA / SW-MSA in alternate
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
@@ -64,23 +63,11 @@ from minilg.attention.hierarchical import (
     effective_sizes,
 )
 from minilg.attention.window import WindowAttention, window_msa_macs
-from minilg.layers import (
-    Block,
-    ChannelsLastGroupNorm,
-    ConvDownsample,
-    ConvMlp,
-    ConvStem,
-    group_norm,
-    module_out_size,
-)
-from minilg.models.backbone import (
-    BlockSpec,
-    HierarchicalBackbone,
-    HierarchicalConfig,
-    Stage,
-    init_weights,
-)
+from minilg.models.backbone import HierarchicalBackbone, HierarchicalConfig
+from minilg.models.blocks import Block, ConvDownsample, ConvStem, module_out_size
+from minilg.models.stages import BlockSpec, BlockStages, Stage
 from minilg.models.swin import MINI_FRAME
+from minilg.nn import ChannelsLastGroupNorm, ConvMlp, group_norm
 from minilg.registry import register_model, with_overrides
 from minilg.validate import Pair
 
@@ -160,10 +147,9 @@ class HATNet(HierarchicalBackbone):
     MACs breakdown. Same API (``forward_intermediates`` gives each stage before downsampling)."""
 
     def __init__(self, config: HATConfig, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(init_convs=True, **kwargs)  # the official init: convs like Linears
         self.config = config
         self.head_drop = nn.Dropout(config.drop_rate)
-        self.apply(functools.partial(init_weights, convs=True))  # the official init
 
     def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
         pooled = features.mean(dim=(1, 2))
@@ -204,13 +190,11 @@ class HATNet(HierarchicalBackbone):
             (size[1] - 1) // stride + 1)
         attention = 0
         size = module_out_size(stem, *size)
-        for index, stage in enumerate(self.stages):
-            if index > 0:
-                down = self.downsamples[index - 1]
-                assert isinstance(down, ConvDownsample)
-                size = down.out_size(*size)
-                norm_elements += size[0] * size[1] * down.out_dim
+        for stage in self.stages:
             assert isinstance(stage, Stage)
+            size = stage.out_size(*size)
+            if isinstance(stage.downsample, ConvDownsample):
+                norm_elements += size[0] * size[1] * stage.downsample.out_dim
             for block in stage.blocks:
                 assert isinstance(block, Block)
                 attention += _mixer_attention_macs(block.mixer, size)
@@ -289,12 +273,13 @@ def build_hat_net(config: HATConfig) -> HATNet:
     widths = (config.stem_width, config.dims[0])
     stem = ConvStem(config.in_chans, widths, config.stem_strides,
                     norm=lambda c: nn.GroupNorm(1, c, eps=eps), act=act)
+    stages = BlockStages(
+        mixer, mlp=mlp, norm=nn.Identity,
+        downsample=lambda i, o: ConvDownsample(i, o, 3, 2, 1, norm=group_norm(1, eps)))
     return HATNet(
-        config, dims=config.dims, depths=config.depths, heads=heads, mixer=mixer,
+        config, dims=config.dims, depths=config.depths, heads=heads, stage=stages,
         num_classes=config.num_classes, img_size=config.img_size, in_chans=config.in_chans,
-        drop_path_rate=config.drop_path_rate, stem=stem, mlp=mlp, norm=nn.Identity,
-        downsample=lambda i, o: ConvDownsample(i, o, 3, 2, 1, norm=group_norm(1, eps)),
-        final_norm=nn.Identity(),
+        drop_path_rate=config.drop_path_rate, stem=stem, norm=nn.Identity(),
     )
 
 

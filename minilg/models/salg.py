@@ -55,34 +55,22 @@ comes closest for tiny.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from torch import Tensor, nn
+from torch import nn
 
 from minilg.attention.base import TokenMixer
-from minilg.attention.semantic_regions import (
-    InterRegionPropagation,
-    Propagation,
-    RegionTokens,
-    SemanticRegionAttention,
-    check_margin,
-    check_propagation,
-    check_window,
-    given_regions,
-)
+from minilg.attention.semantic_regions import SemanticRegionAttention, check_margin, check_window
 from minilg.attention.window import WindowAttention
-from minilg.layers import Block, ConvStem, layer_norm
-from minilg.models.backbone import (
-    BlockSpec,
-    HierarchicalBackbone,
-    HierarchicalConfig,
-    Stage,
-    init_weights,
-)
+from minilg.models.backbone import HierarchicalBackbone, HierarchicalConfig
+from minilg.models.blocks import ConvStem
+from minilg.models.salg_stage import Propagation, SALGStages, check_propagation
+from minilg.models.stages import BlockSpec
 from minilg.models.swin import MINI_FRAME, SwinConfig, build_swin
+from minilg.nn import layer_norm
 from minilg.registry import register_model, with_overrides
+from minilg.validate import one_of
 
 Variant = Literal["base", "local_global", "seg_local", "full"]
 VARIANTS: tuple[str, ...] = get_args(Variant)
@@ -101,79 +89,13 @@ class SALGConfig(HierarchicalConfig):
     drop_path_rate: float = 0.2
 
 
-class SALGStage(Stage):
-    """A SALG stage: segment the input once, then Local-Global blocks with AGR tokens.
-
-    ``extra`` (:class:`RegionTokens`) gives the labels and the initial AGR tokens; block ``i``
-    updates map and AGR tokens (Eq. 2, the core's extra-token path), then ``propagation[i]``
-    updates the AGR tokens (Eq. 3 or 4) for block ``i + 1`` ("the refined AGR tokens ... are
-    then fed to the intra-region self-attention in the next layer", Sec. III-C). The AGR tokens
-    are dropped at the stage's end, so the last block has no propagation step: it could not
-    change the output (and its parameters would never get a gradient).
-    """
-
-    def __init__(self, blocks: Sequence[Block], extra: RegionTokens,
-                 propagation: Sequence[InterRegionPropagation]) -> None:
-        super().__init__(blocks, extra)
-        if len(propagation) != max(len(blocks) - 1, 0):
-            raise ValueError(f"a stage of {len(blocks)} blocks takes {len(blocks) - 1} "
-                             f"propagation steps, got {len(propagation)}")
-        self.propagation = nn.ModuleList(propagation)
-
-    @property
-    def region_tokens(self) -> RegionTokens:
-        assert isinstance(self.extra, RegionTokens)
-        return self.extra
-
-    def forward(self, x: Tensor) -> Tensor:
-        agr = self.region_tokens(x)
-        with given_regions(self.region_tokens.segment(x)):
-            for index in range(len(self)):
-                x, agr = self[index].forward_with_extra(x, agr)
-                if index < len(self.propagation):
-                    agr = self.propagation[index](agr)
-        return x
-
-    def macs(self, height: int, width: int) -> int:
-        tokens = self.region_tokens.num_tokens(height, width)
-        steps = sum(step.macs(tokens) for step in self.propagation)  # type: ignore[operator]
-        return super().macs(height, width) + steps
-
-
-class SALGBackbone(HierarchicalBackbone):
-    """:class:`HierarchicalBackbone` whose stages with AGR tokens are :class:`SALGStage` s."""
-
-    def __init__(self, *, propagation: Propagation, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        for index, stage in enumerate(self.stages):
-            if not isinstance(stage, Stage) or not isinstance(stage.extra, RegionTokens):
-                continue
-            blocks = [stage[i] for i in range(len(stage))]
-            steps = [
-                InterRegionPropagation(block.mixer.dim, block.mixer.heads, propagation,
-                                       kwargs.get("mlp_ratio", 4.0), block.drop_path.p)
-                for block in blocks[:-1]
-                if isinstance(block.mixer, SemanticRegionAttention)
-            ]
-            salg_stage = SALGStage(blocks, stage.extra, steps)
-            salg_stage.propagation.apply(init_weights)
-            self.stages[index] = salg_stage
-
-    def no_weight_decay(self) -> set[str]:
-        """Position tables, and the AGR embeddings (like a class token)."""
-        names = {name for name, _ in self.named_parameters() if name.endswith("agr_token")}
-        return super().no_weight_decay() | names
-
-
 def check_config(config: SALGConfig) -> None:
     """Fail fast, naming the field, before any block is built."""
     check_window(config.window)
     for margin in config.margins:
         check_margin(margin)
     check_propagation(config.propagation)
-    if config.variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS} (SALG Table III), "
-                         f"got variant={config.variant!r}")
+    one_of(config.variant, "variant", VARIANTS)  # SALG Table III's rows
     if not 0 < len(config.margins) < len(config.dims):
         raise ValueError(
             f"margins gives p for each SALG stage (1 to {len(config.dims) - 1} of them, the last "
@@ -184,7 +106,7 @@ def check_config(config: SALGConfig) -> None:
                          f"got stem_strides={config.stem_strides}")
 
 
-def build_salg(config: SALGConfig) -> SALGBackbone:
+def build_salg(config: SALGConfig) -> HierarchicalBackbone:
     """SALG (or one of its Table III ablations) from a :class:`SALGConfig`."""
     check_config(config)
     salg_stages = len(config.margins)
@@ -192,28 +114,25 @@ def build_salg(config: SALGConfig) -> SALGBackbone:
     segmentation = config.variant in ("seg_local", "full")
     propagation = config.propagation if config.variant in ("local_global", "full") else "none"
 
-    def margin(stage: int) -> int:
-        return config.margins[stage] if segmentation else 0
+    margins = config.margins if segmentation else (0,) * salg_stages
 
     def mixer(spec: BlockSpec) -> TokenMixer:
         if regions and spec.stage < salg_stages:
-            return SemanticRegionAttention(spec.dim, spec.heads, config.window, margin(spec.stage))
+            return SemanticRegionAttention(spec.dim, spec.heads, config.window,
+                                           margins[spec.stage])
         return WindowAttention(spec.dim, spec.heads, config.window)
-
-    def extra(stage: int, dim: int) -> RegionTokens | None:
-        if not regions or stage >= salg_stages:
-            return None
-        return RegionTokens(dim, config.window, margin(stage), segmentation)
 
     c = config.dims[0]
     stem = ConvStem(config.in_chans, (c // 2, c, c), config.stem_strides,
                     norm=nn.BatchNorm2d, act=nn.ReLU)
-    return SALGBackbone(
-        propagation=propagation, dims=config.dims, depths=config.depths, heads=config.heads,
-        mixer=mixer, num_classes=config.num_classes, img_size=config.img_size,
-        in_chans=config.in_chans, mlp_ratio=config.mlp_ratio,
-        drop_path_rate=config.drop_path_rate, stem=stem, norm=layer_norm(config.norm_eps),
-        extra=extra,
+    norm = layer_norm(config.norm_eps)
+    stages = SALGStages(mixer, norm=norm, window=config.window, margins=margins, regions=regions,
+                        segmentation=segmentation, propagation=propagation)
+    return HierarchicalBackbone(
+        dims=config.dims, depths=config.depths, heads=config.heads, stage=stages,
+        num_classes=config.num_classes, img_size=config.img_size, in_chans=config.in_chans,
+        mlp_ratio=config.mlp_ratio, drop_path_rate=config.drop_path_rate, stem=stem,
+        norm=norm(config.dims[-1]),
     )
 
 
@@ -222,31 +141,31 @@ SUPER_TINY = SALGConfig(dims=(48, 96, 192, 384), depths=(2, 2, 2, 2), heads=(2, 
 
 
 @register_model("salg_super_tiny", family="salg", paper="SALG-ST")
-def salg_super_tiny(**overrides: Any) -> SALGBackbone:
+def salg_super_tiny(**overrides: Any) -> HierarchicalBackbone:
     """SALG-ST (Table I): C = 48, depths 2-2-2-2, heads 2-3-6-12, AP propagation."""
     return build_salg(with_overrides(SUPER_TINY, overrides))
 
 
 @register_model("salg_super_tiny_msa", family="salg", paper="SALG-ST-MSA")
-def salg_super_tiny_msa(**overrides: Any) -> SALGBackbone:
+def salg_super_tiny_msa(**overrides: Any) -> HierarchicalBackbone:
     """SALG-ST with MSA propagation (Table IV, Table III's full row)."""
     return build_salg(with_overrides(SUPER_TINY, {"propagation": "msa", **overrides}))
 
 
 @register_model("salg_tiny", family="salg", paper="SALG-T")
-def salg_tiny(**overrides: Any) -> SALGBackbone:
+def salg_tiny(**overrides: Any) -> HierarchicalBackbone:
     """SALG-T (Table I): C = 96, depths 2-2-6-2, heads 3-6-12-24, AP propagation."""
     return build_salg(with_overrides(SALGConfig(), overrides))
 
 
 @register_model("salg_tiny_msa", family="salg", paper="SALG-T-MSA")
-def salg_tiny_msa(**overrides: Any) -> SALGBackbone:
+def salg_tiny_msa(**overrides: Any) -> HierarchicalBackbone:
     """SALG-T with MSA propagation (Table IV, Table III's full row)."""
     return build_salg(with_overrides(SALGConfig(), {"propagation": "msa", **overrides}))
 
 
 @register_model("salg_small", family="salg", paper="SALG-S")
-def salg_small(**overrides: Any) -> SALGBackbone:
+def salg_small(**overrides: Any) -> HierarchicalBackbone:
     """SALG-S (Table I): C = 96, depths 2-2-18-2, AP propagation."""
     config = SALGConfig(depths=(2, 2, 18, 2), drop_path_rate=0.3)
     return build_salg(with_overrides(config, overrides))
@@ -266,6 +185,6 @@ MINI = SALGConfig(**vars(MINI_FRAME), window=2, margins=(1, 1, 1), stem_strides=
 
 
 @register_model("salg_mini", family="salg", mini=True)
-def salg_mini(**overrides: Any) -> SALGBackbone:
+def salg_mini(**overrides: Any) -> HierarchicalBackbone:
     """CPU-trainable SALG on the mini frame: region window 2, margins 1-1-1, AP propagation."""
     return build_salg(with_overrides(MINI, overrides))

@@ -13,11 +13,11 @@ from typing import Any
 
 from minilg.attention.window import WindowAttention
 from minilg.models.backbone import (
-    BlockSpec,
     HierarchicalBackbone,
     HierarchicalConfig,
     build_hierarchical,
 )
+from minilg.models.stages import BlockSpec
 from minilg.registry import register_model, with_overrides
 
 

@@ -1,7 +1,8 @@
-"""Helpers behind :mod:`minilg.train`: the config and its checks, optimiser pieces, checkpoint
-files, the run-folder lock, DDP plumbing, metric files, evaluation of a saved run, ``compare``.
+"""The training layer behind :mod:`minilg.train` (which holds the loop itself, to be read in one
+sitting): the config and its flags, the run's state, data splits, optimiser pieces, checkpoint
+files, the run-folder lock, DDP plumbing, metric files, evaluation, and rebuilding a model from
+saved weights (:mod:`minilg.training.loading`).
 
-The training loop itself lives in :mod:`minilg.train` so that it reads in one sitting; this
-package holds the pieces a newcomer can skip on a first read. The command line is
-:mod:`minilg.cli`.
+Above this layer: the tools (:mod:`minilg.compare`, ...) and the command line (:mod:`minilg.cli`).
+Below it: :mod:`minilg.data`, the models and the registry.
 """

@@ -45,6 +45,7 @@ from torch import nn
 
 from minilg.errors import CheckpointError
 from minilg.io import atomic_write_bytes
+from minilg.models.legacy import upgrade_state_dict
 
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
@@ -171,7 +172,7 @@ def load_weights(path: str | Path, model: nn.Module, device: str | torch.device 
     if expected is not None and tensors_digest(tensors) != expected:
         raise CheckpointError(f"{path} is corrupt: its tensors do not match their checksum")
     try:
-        model.load_state_dict(tensors)
+        model.load_state_dict(upgrade_state_dict(tensors, model.state_dict()))  # older layouts
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0:2]
         raise CheckpointError(
@@ -200,15 +201,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return folder
 
 
-def legacy_files(run_dir: str | Path) -> bool:
-    """Whether ``run_dir`` holds a checkpoint in the old two-file layout (minilg 0.1)."""
-    d = Path(run_dir)
-    return (d / WEIGHTS_FILE).is_file() or (d / STATE_FILE).is_file()
-
-
 def has_checkpoint(run_dir: str | Path) -> bool:
-    """Whether ``run_dir`` holds a checkpoint (current layout or the old two-file one)."""
-    return (_ckpt_root(run_dir) / LATEST_FILE).is_file() or legacy_files(run_dir)
+    """Whether ``run_dir`` holds a checkpoint (``checkpoints/LATEST``)."""
+    return (_ckpt_root(run_dir) / LATEST_FILE).is_file()
 
 
 def clean_orphans(run_dir: str | Path) -> list[str]:

@@ -19,8 +19,11 @@ from typing import Any
 import torch
 
 from minilg.errors import ConfigError
+from minilg.registry import create_model, list_models
 
-__all__ = ["TrainConfig", "check_device", "check_model", "resolve_crop_scale"]
+__all__ = ["AMP_CHOICES", "TrainConfig", "check_device", "check_model", "resolve_crop_scale"]
+
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 # create_model overrides that an option of TrainConfig already controls
 _KWARGS_OWNED = {
@@ -32,45 +35,67 @@ _KWARGS_OWNED = {
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run. Plain values only: it is saved as JSON."""
+    """Everything that defines a training run. Plain values only: it is saved as JSON.
+
+    Each field's ``metadata["help"]`` is its documentation and its ``--flag``'s help text on the
+    command line (:mod:`minilg.training.options`).
+    """
 
     # what to train on
-    model: str = "swin_mini"  # a name from minilg.list_models()
-    model_kwargs: dict[str, Any] = field(default_factory=dict)  # create_model overrides
-    data: str = "synthetic"  # a name understood by minilg.data.load_subset
-    root: str | None = None  # where load_subset finds/caches real data (e.g. Imagenette)
-    resolution: int = 32  # input side in pixels
+    model: str = field(default="swin_mini", metadata={
+        "help": "model name (see python -m minilg list)"})
+    model_kwargs: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "JSON object of create_model overrides, e.g. '{\"depths\": [1, 1, 1, 1]}'"})
+    data: str = field(default="synthetic", metadata={
+        "help": "dataset name for minilg.data.load_subset (default: the embedded synthetic set)"})
+    root: str | None = field(default=None, metadata={
+        "help": "folder with / for downloaded data (e.g. Imagenette)"})
+    resolution: int = field(default=32, metadata={"help": "input side in pixels"})
     # optimisation
-    epochs: int = 10
-    batch_size: int = 128  # global batch: split over DDP ranks
-    lr: float = 1e-3  # peak learning rate, reached after warm-up
-    min_lr: float = 1e-5  # end of the cosine decay
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    clip_grad: float = 1.0  # max global gradient norm; 0 disables clipping
+    epochs: int = field(default=10, metadata={"help": "epochs to train"})
+    batch_size: int = field(default=128, metadata={
+        "help": "global batch size (split over DDP ranks)"})
+    lr: float = field(default=1e-3, metadata={
+        "help": "peak learning rate, reached after the warm-up"})
+    min_lr: float = field(default=1e-5, metadata={"help": "end of the cosine decay"})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
+    warmup_epochs: float = field(default=1.0, metadata={"help": "linear warm-up, in epochs"})
+    clip_grad: float = field(default=1.0, metadata={
+        "help": "max global gradient norm; 0 disables clipping"})
     # regularisation and augmentation
-    label_smoothing: float = 0.1
-    mixup: float = 0.0  # mixup alpha; 0 disables
-    cutmix: float = 0.0  # cutmix alpha; 0 disables
-    # random-resized-crop area range (lo, hi); None: no crop; "auto": none for "synthetic"
-    # (a crop can cut a stroke out of the picture, changing the label), (0.35, 1) otherwise
-    crop_scale: tuple[float, float] | str | None = "auto"
-    hflip: bool = True
-    drop_path: float = 0.1  # stochastic depth rate
+    label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing"})
+    mixup: float = field(default=0.0, metadata={"help": "mixup alpha; 0 disables"})
+    cutmix: float = field(default=0.0, metadata={"help": "CutMix alpha; 0 disables"})
+    # "auto": no crop for "synthetic" (a crop can cut a stroke out of the picture, changing the
+    # label), (0.35, 1) otherwise
+    crop_scale: tuple[float, float] | str | None = field(default="auto", metadata={
+        "help": "random-resized-crop area range 'LO,HI', 'none', or 'auto' (none for "
+                "synthetic)"})
+    hflip: bool = field(default=True, metadata={"help": "random horizontal flips"})
+    drop_path: float = field(default=0.1, metadata={"help": "stochastic depth rate"})
     # machinery
-    seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" | "mps"
-    amp: str = "auto"  # "auto" | "bf16" | "fp16" | "off"
-    compile: bool = False  # torch.compile the model
-    threads: int = 0  # torch CPU threads; 0 = all cores (split between local DDP ranks)
-    eval_every: int = 1  # evaluate every N epochs (and always after the last)
-    eval_batch_size: int = 256
-    max_train_samples: int | None = None  # use a seeded subset of the training split
-    max_eval_samples: int | None = None  # use a seeded subset of the validation split
-    out: str | None = "runs/default"  # run folder; None writes nothing
-    resume: bool = False  # continue from the checkpoint in ``out``
-    stop_after: int | None = None  # stop once this many epochs are done (simulates a kill)
-    verbose: bool = True  # print one line per epoch
+    seed: int = field(default=0, metadata={"help": "seed of the weights, data order and "
+                                           "augmentation"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N or mps"})
+    amp: str = field(default="auto", metadata={
+        "help": "mixed precision: auto (bf16/fp16 on CUDA, off on CPU), bf16, fp16, off"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    threads: int = field(default=0, metadata={
+        "help": "torch CPU threads (0: all cores, split between local ranks)"})
+    eval_every: int = field(default=1, metadata={
+        "help": "evaluate every N epochs (and always after the last)"})
+    eval_batch_size: int = field(default=256, metadata={"help": "batch size of evaluation"})
+    max_train_samples: int | None = field(default=None, metadata={
+        "help": "train on a seeded subset of this many images"})
+    max_eval_samples: int | None = field(default=None, metadata={
+        "help": "evaluate on a seeded subset of this many images"})
+    out: str | None = field(default="runs/default", metadata={
+        "help": "run folder for checkpoints and metrics ('none' writes nothing)"})
+    resume: bool = field(default=False, metadata={
+        "help": "continue the run in --out from its last checkpoint"})
+    stop_after: int | None = field(default=None, metadata={
+        "help": "stop after this many epochs (as if the job were killed)"})
+    verbose: bool = field(default=True, metadata={"help": "print one line per epoch"})
 
     def __post_init__(self) -> None:
         for name in ("root", "out"):  # accept paths, store strings (the config is JSON)
@@ -171,7 +196,7 @@ def _check_choices(cfg: TrainConfig) -> None:
     for name in ("hflip", "compile", "resume", "verbose"):
         if not isinstance(getattr(cfg, name), bool):
             raise ConfigError(name, "must be True or False", getattr(cfg, name))
-    if cfg.amp not in ("auto", "bf16", "fp16", "off"):
+    if cfg.amp not in AMP_CHOICES:
         raise ConfigError("amp", "must be auto, bf16, fp16 or off", cfg.amp)
     try:
         canonical_subset(cfg.data)
@@ -237,17 +262,15 @@ def check_model(cfg: TrainConfig) -> None:
     The model is built on the meta device (no memory, no compute) with the options the trainer
     will pass, so a typo in a name or an override fails here, before any data is loaded.
     """
-    import minilg
-
-    if cfg.model not in minilg.list_models():
+    if cfg.model not in list_models():
         try:
-            minilg.create_model(cfg.model)  # the registry's message lists close matches
+            create_model(cfg.model)  # the registry's message lists close matches
         except ValueError as e:
             raise ConfigError("model", str(e)) from None
         raise ConfigError("model", "is not a registered model", cfg.model)
     try:
         with torch.device("meta"):
-            minilg.create_model(
+            create_model(
                 cfg.model, img_size=cfg.resolution, drop_path_rate=cfg.drop_path,
                 **cfg.model_kwargs,
             )

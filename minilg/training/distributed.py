@@ -1,6 +1,6 @@
 """DDP plumbing: read the ``torchrun`` environment, pick the device, reduce metrics.
 
-``torchrun --nproc_per_node N -m minilg.train ...`` (or ``python -m minilg train``) sets
+``torchrun --nproc_per_node N -m minilg train ...`` (or ``python -m minilg train``) sets
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` for each process;
 :func:`setup` turns that into an initialised process group (NCCL on CUDA, gloo on CPU). Without
 those variables everything here degrades to a single process and no collective is called.
@@ -9,11 +9,16 @@ those variables everything here degrades to a single process and no collective i
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+from minilg.errors import MinilgError
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -98,3 +103,21 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def on_main_rank(info: DistInfo, fn: Callable[[], _T]) -> _T | None:
+    """Run ``fn`` on the main rank only and hand its result to every rank; if it fails there,
+    every rank fails (none waits forever in a collective)."""
+    result: _T | None = None
+    error: Exception | None = None
+    if info.is_main:
+        try:
+            result = fn()
+        except Exception as e:
+            error = e
+    failed, result = broadcast_object((None if error is None else str(error), result), info)
+    if error is not None:
+        raise error
+    if failed is not None:
+        raise MinilgError(f"the main rank failed: {failed}")
+    return result

@@ -1,30 +1,86 @@
-"""Evaluate a saved checkpoint on a validation split (``python -m minilg eval``)."""
+"""Evaluation: top-1/top-5 of a model on a split, and of a saved checkpoint
+(``python -m minilg eval``)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-from minilg.data import load_subset
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minilg.data import canonical_subset, load_subset
+from minilg.data.augment import BatchAugment
 from minilg.data.core import ImageArrayDataset
-from minilg.data import canonical_subset
 from minilg.errors import CheckpointError, ConfigError
-from minilg.train import _subset, evaluate, locate_checkpoint, model_from_weights
 from minilg.training import distributed as ddp
 from minilg.training.checkpoint import read_weights_metadata
-from minilg.training.config import check_device
-from minilg.training.optim import amp_dtype
+from minilg.training.config import AMP_CHOICES, check_device
+from minilg.training.loading import locate_checkpoint, model_from_weights
+from minilg.training.optim import amp_dtype, autocast
+from minilg.training.splits import sample_subset
 
-__all__ = ["check_classes", "evaluate_checkpoint"]
+__all__ = ["add_arguments", "check_classes", "evaluate", "evaluate_checkpoint", "run"]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    batch_size: int = 256,
+    resolution: int | None = None,
+    amp_dtype: torch.dtype | None = None,
+    dist_info: ddp.DistInfo | None = None,
+) -> dict[str, float]:
+    """Cross-entropy, top-1 and top-5 (in %) of ``model`` on uint8 ``images`` (N, H, W, 3).
+
+    Images get the evaluation transform of :class:`BatchAugment` (resize/centre-crop and
+    normalise). Under DDP each rank evaluates ``images[rank::world_size]`` and the sums are
+    all-reduced, so every rank returns the metrics of the whole set.
+    """
+    info = dist_info or ddp.DistInfo()
+    device = next(model.parameters()).device
+    resolution = resolution or int(images.shape[1])
+    num_classes = int(getattr(model, "num_classes", 0)) or int(labels.max()) + 1
+    aug = BatchAugment(resolution)
+    was_training = model.training
+    model.eval()
+    shard = torch.arange(info.rank, len(labels), info.world_size, device=labels.device)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
+    k = min(5, num_classes)
+    for start in range(0, len(shard), batch_size):
+        idx = shard[start : start + batch_size]
+        x, _ = aug(images[idx], labels[idx], num_classes, train=False)  # resize + normalise
+        y = labels[idx].to(device)
+        with autocast(device, amp_dtype):
+            logits = model(x.to(device)).float()
+        topk = logits.topk(k, dim=1).indices
+        sums[0] += F.cross_entropy(logits, y, reduction="sum").double()
+        sums[1] += (topk[:, 0] == y).sum()
+        sums[2] += (topk == y[:, None]).any(dim=1).sum()
+        sums[3] += len(idx)
+    ddp.all_reduce_sum(sums, info)
+    model.train(was_training)
+    n = max(1.0, float(sums[3]))
+    return {
+        "loss": float(sums[0]) / n,
+        "top1": 100.0 * float(sums[1]) / n,
+        "top5": 100.0 * float(sums[2]) / n,
+        "n": float(sums[3]),
+    }
 
 
 def check_classes(meta: dict[str, str], ds: ImageArrayDataset, weights: Path) -> None:
     """CheckpointError unless the checkpoint's classes are the data's, in the same order."""
     saved = json.loads(meta["classes"]) if "classes" in meta else None
     if saved is None and int(meta.get("num_classes", ds.num_classes)) == ds.num_classes:
-        return  # an old checkpoint without class names: the count is all we can compare
+        return  # weights without class names (converted ones): the count is all we can compare
     if saved == ds.classes:
         return
     theirs = f"{len(saved)} classes ({', '.join(saved[:3])}, ...)" if saved else (
@@ -66,10 +122,50 @@ def evaluate_checkpoint(
     resolution = resolution or int(meta["img_size"])
     ds = load_subset(data, "val", resolution, root=root)
     check_classes(meta, ds, weights)
-    images, labels = _subset(ds.images, ds.labels, max_samples)
+    images, labels = sample_subset(ds.images, ds.labels, max_samples)
     t0 = time.perf_counter()
     m: dict[str, Any] = evaluate(
         model, images.to(dev), labels.to(dev), batch_size=batch_size, resolution=resolution,
         amp_dtype=amp_dtype(amp, dev),
     )
     return {"data": data, "resolution": resolution, **m, "seconds": time.perf_counter() - t0}
+
+
+# ----------------------------------------------------------------------------- the eval verb
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``python -m minilg eval --checkpoint RUN_DIR [--data ...] [--json]``."""
+    parser.add_argument("--checkpoint", required=True,
+                        help="run folder, checkpoint folder or .safetensors file")
+    parser.add_argument("--data", help="dataset (default: the one it was trained on)")
+    parser.add_argument("--root", help="data folder (default: the training run's)")
+    parser.add_argument("--resolution", type=int, help="input side (default: the training one)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--max-eval-samples", type=int)
+    parser.add_argument("--amp", default="auto", choices=AMP_CHOICES)
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
+def _at_least(name: str, value: int | None, minimum: int) -> None:
+    if value is not None and value < minimum:
+        raise ConfigError(name, f"must be an integer >= {minimum}", value)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate ``args.checkpoint`` and print one line (or JSON)."""
+    _at_least("batch_size", args.batch_size, 1)
+    _at_least("max_eval_samples", args.max_eval_samples, 1)
+    _at_least("resolution", args.resolution, 8)
+    m = evaluate_checkpoint(
+        args.checkpoint, data=args.data, root=args.root, resolution=args.resolution,
+        device=args.device, batch_size=args.batch_size, max_samples=args.max_eval_samples,
+        amp=args.amp,
+    )
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), **m}))
+    else:
+        print(
+            f"{args.checkpoint}: {m['data']} val ({int(m['n'])} images @ {m['resolution']}px) | "
+            f"loss {m['loss']:.4f} | top-1 {m['top1']:.2f}% | top-5 {m['top5']:.2f}%"
+        )
+    return 0

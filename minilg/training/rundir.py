@@ -4,21 +4,35 @@ One run per folder: :func:`run_lock` holds an OS file lock (``fcntl.flock`` / ``
 the ``filelock`` package) on ``<out>/.minilg.lock`` for the whole run. The operating system drops
 the lock when the process ends, however it ends, so a killed run never leaves it stuck; a second
 run into the same folder is refused at once with :class:`RunLockedError`.
+
+:func:`claim_out_folder` is what a run does first with its folder: check it, lock it, refuse a
+fresh run over a checkpoint and a resume without one (or with another config), and remove what an
+interrupted save left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
-from minilg.errors import ConfigError, RunLockedError
+from minilg.errors import (
+    CheckpointError,
+    ConfigError,
+    NothingToResumeError,
+    RunExistsError,
+    RunLockedError,
+)
+from minilg.training import checkpoint as ckpt
+from minilg.training.config import TrainConfig
 
-__all__ = ["LOCK_FILE", "check_writable_folder", "run_lock"]
+__all__ = ["LOCK_FILE", "check_writable_folder", "claim_out_folder", "run_lock", "saved_config"]
 
 LOCK_FILE = ".minilg.lock"
 
@@ -55,3 +69,57 @@ def run_lock(out_dir: Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def claim_out_folder(cfg: TrainConfig, out_dir: Path | None, held: contextlib.ExitStack) -> bool:
+    """Check and lock the out folder (the lock is held in ``held``); returns whether the run
+    resumes."""
+    if out_dir is None:
+        if cfg.resume:
+            raise ConfigError("resume", "needs an out folder to resume from (--out)")
+        return False
+    check_writable_folder(out_dir)
+    held.enter_context(run_lock(out_dir))
+    if cfg.resume and not ckpt.has_checkpoint(out_dir):
+        raise NothingToResumeError(
+            f"nothing to resume in {out_dir}: it holds no checkpoint (one is written after each "
+            "epoch); start the run without --resume, or check --out"
+        )
+    if not cfg.resume and ckpt.has_checkpoint(out_dir):
+        raise RunExistsError(
+            f"{out_dir} already holds a checkpoint: pass resume=True (--resume) to continue "
+            "it, or choose another out folder"
+        )
+    removed = ckpt.clean_orphans(out_dir)
+    if removed and cfg.verbose:
+        print(f"note: removed what an interrupted save left in {out_dir}: {', '.join(removed)}")
+    if cfg.resume:
+        _check_resume_config(saved_config(out_dir), cfg)
+    return cfg.resume
+
+
+def saved_config(out_dir: Path) -> dict[str, Any]:
+    """The ``config.json`` of the run in ``out_dir``."""
+    try:
+        saved: dict[str, Any] = json.loads((out_dir / ckpt.CONFIG_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{out_dir / ckpt.CONFIG_FILE} cannot be read ({e})") from None
+    return saved
+
+
+def _check_resume_config(saved: dict[str, Any], cfg: TrainConfig) -> None:
+    def plain(c: TrainConfig) -> dict[str, Any]:  # tuples -> lists, as in config.json
+        d: dict[str, Any] = json.loads(json.dumps(c.to_dict()))
+        return d
+
+    current, before = plain(cfg), plain(TrainConfig.from_dict(saved))
+    diff = [
+        f"{k}: {before[k]!r} -> {current[k]!r}"
+        for k in current
+        if k not in ckpt.RESUME_MAY_CHANGE and current[k] != before[k]
+    ]
+    if diff:
+        raise ConfigError(
+            "resume", f"cannot resume {cfg.out}: the config differs from the checkpoint's ("
+            + "; ".join(diff) + "); resume with the same options or choose another out folder"
+        )

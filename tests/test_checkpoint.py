@@ -5,7 +5,8 @@
 * 20 real ``SIGKILL``s at random moments of a process that saves in a loop;
 * a full disk (``OSError(ENOSPC)``) at every file of the unit;
 * a real run killed while saving, then failing on a full disk, then resumed: bit-identical to an
-  uninterrupted run.
+  uninterrupted run;
+* the atomic file write every single file of a run goes through.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 import minilg.training.checkpoint as ckpt
 from minilg.cli import main
 from minilg.errors import CheckpointError
+from minilg.io import atomic_write_bytes
 from minilg.train import TrainConfig, load_model, train
 
 
@@ -302,3 +304,17 @@ def test_killed_then_disk_full_then_resumed_is_bit_identical(
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["LATEST", "epoch-0003"]
     reloaded, _ = load_model(out)
     assert all(torch.equal(v, a[k]) for k, v in reloaded.state_dict().items())
+
+
+# ----------------------------------------------------------------------------- single files
+def test_atomic_write_leaves_no_partial_file(tmp_path: Path) -> None:
+    target = tmp_path / "state.pt"
+    atomic_write_bytes(target, b"old")
+
+    def boom() -> bytes:
+        raise RuntimeError("killed while serialising")
+
+    with pytest.raises(RuntimeError):
+        atomic_write_bytes(target, boom)
+    assert target.read_bytes() == b"old"  # previous version intact
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # no temp file left

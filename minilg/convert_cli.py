@@ -13,16 +13,18 @@
   overrides, so ``python -m minilg eval --checkpoint out.safetensors`` and
   ``minilg.train.load_model("out.safetensors")`` rebuild it.
 
-Expected failures (unknown family, missing file, a key or option the converter refuses) print
-one line on stderr and exit with status 2.
+Expected failures (unknown family, missing file, a key or option the converter refuses) are
+:class:`~minilg.convert.ConversionError`: one line on stderr, exit status 2. The conversion itself
+is :mod:`minilg.convert`; this module, above it and above the training layer, reads the files and
+writes the result in the format of :mod:`minilg.training.checkpoint`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import pickle
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,13 +33,17 @@ import torch
 from torch import Tensor
 
 from minilg.convert import (
+    Conversion,
     ConversionError,
     config_from_yaml,
     convert_official,
+    converted_metadata,
     families,
-    save_converted,
     unwrap_checkpoint,
 )
+from minilg.training.checkpoint import save_weights
+
+__all__ = ["add_arguments", "read_checkpoint", "read_config", "run", "save_converted"]
 
 
 def read_config(family: str, path: str | None) -> dict[str, Any]:
@@ -81,13 +87,17 @@ def read_checkpoint(path: str) -> Mapping[str, Tensor]:
     return state
 
 
-def cli_convert(argv: list[str]) -> int:
-    """``python -m minilg convert ...``; returns the process exit code."""
-    from minilg.cli import verb_parser  # bad usage: one ``error:`` line, exit 2
+def save_converted(conversion: Conversion, family: str, path: str | Path) -> None:
+    """Write the converted weights as safetensors with :func:`converted_metadata`, the format
+    ``python -m minilg eval`` and :func:`minilg.train.load_model` read."""
+    try:
+        save_weights(path, conversion.model, converted_metadata(conversion, family))
+    except OSError as e:
+        raise ConversionError(f"cannot write {path}: {e}") from e
 
-    parser = verb_parser(
-        "convert", "Convert an official checkpoint into minilg weights (strict key accounting)."
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``python -m minilg convert --family F [--config cfg.json] ckpt.pth out.safetensors``."""
     parser.add_argument(
         "--family", required=True, help=f"official family ({', '.join(families())})"
     )
@@ -95,25 +105,20 @@ def cli_convert(argv: list[str]) -> int:
                         "or the official YAML config (.yaml/.yml); default: official defaults")
     parser.add_argument("checkpoint", help="official checkpoint (.pth/.pt, or .safetensors)")
     parser.add_argument("out", help="output .safetensors file")
-    args = parser.parse_args(argv)
-    try:
-        if args.family not in families():
-            raise ConversionError(
-                f"unknown family {args.family!r}; available: {', '.join(families())}"
-            )
-        config = read_config(args.family, args.config)
-        conversion = convert_official(args.family, read_checkpoint(args.checkpoint), **config)
-        save_converted(conversion, args.family, args.out)
-    except (ConversionError, OSError) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert ``args.checkpoint``, write ``args.out``, print the key accounting."""
+    if args.family not in families():
+        raise ConversionError(
+            f"unknown family {args.family!r}; available: {', '.join(families())}"
+        )
+    config = read_config(args.family, args.config)
+    conversion = convert_official(args.family, read_checkpoint(args.checkpoint), **config)
+    save_converted(conversion, args.family, args.out)
     print(f"wrote {args.out} ({conversion.name})")
     print(conversion.summary())
     return 0
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _reason(error: Exception) -> str:

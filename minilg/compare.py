@@ -14,31 +14,33 @@ set-up included.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import dataclasses
 import io
+import shutil
 import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from matplotlib.figure import Figure
 
 from minilg.complexity import model_macs
 from minilg.errors import ConfigError, RunExistsError
 from minilg.io import atomic_write_bytes, atomic_write_text, write_json
-from minilg.train import TrainConfig, train
-from minilg.training.checkpoint import (
-    CHECKPOINTS_DIR,
-    CONFIG_FILE,
-    STATE_FILE,
-    WEIGHTS_FILE,
-    has_checkpoint,
-)
-from minilg.training.config import check_model
+from minilg.train import train
+from minilg.training.checkpoint import CHECKPOINTS_DIR, CONFIG_FILE, has_checkpoint
+from minilg.training.config import TrainConfig, check_model
+from minilg.training.distributed import resolve_device
+from minilg.training.options import add_config_args, config_from_args
 from minilg.training.rundir import check_writable_folder, run_lock
+
+__all__ = ["COLUMNS", "COMPARE_DEFAULTS", "COMPARE_MARKER", "DEFAULT_MODELS", "add_arguments",
+           "compare", "compare_figure", "markdown_table", "run", "write_outputs"]
 
 DEFAULT_MODELS = (
     "deit_mini", "window_mini", "swin_mini", "sra_mini", "gg_mini", "focal_mini", "hat_net_mini",
@@ -142,7 +144,7 @@ def _train_row(cfg: TrainConfig, out_dir: Path | None) -> dict[str, Any]:
     }
 
 
-_RUN_FILES = (WEIGHTS_FILE, STATE_FILE, CONFIG_FILE, "metrics.csv", "metrics.json", "curves.png")
+_RUN_FILES = (CONFIG_FILE, "metrics.csv", "metrics.json", "curves.png")
 
 
 def _has_run_files(run_dir: Path) -> bool:
@@ -151,8 +153,6 @@ def _has_run_files(run_dir: Path) -> bool:
 
 def _clear_run(run_dir: Path) -> None:
     """Delete the files a previous run wrote in ``run_dir`` (only those; nothing else)."""
-    import shutil
-
     for name in _RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
@@ -234,3 +234,28 @@ def write_outputs(
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
     atomic_write_bytes(out / "compare.png", png.getvalue())
+
+
+# ============================================================================= the compare verb
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``python -m minilg compare [--models a,b,c] [TrainConfig flags]``."""
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help=f"comma-separated model names (default: {','.join(DEFAULT_MODELS)})")
+    add_config_args(parser, skip=("model", "stop_after"))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train every model of ``--models`` under one budget; print and write the table."""
+    base = dataclasses.replace(TrainConfig(out="runs/compare"), **COMPARE_DEFAULTS)
+    cfg = config_from_args(args, base)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    t0 = time.perf_counter()
+    rows = compare(models, cfg, cfg.out)
+    print()
+    print(markdown_table(rows))
+    print(f"\nMACs = multiply-accumulates per image at {cfg.resolution}px; img/s = measured "
+          f"training throughput ({resolve_device(cfg.device)}, {torch.get_num_threads()} threads). "
+          f"Total {(time.perf_counter() - t0) / 60:.1f} min.")
+    if cfg.out:
+        print(f"wrote {cfg.out}/compare.{{csv,md,json,png}}")
+    return 0

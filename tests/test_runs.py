@@ -1,8 +1,9 @@
-"""Runs: one per output folder, nothing deleted that a command did not create, divergence stops,
-``eval`` refuses data with other classes, old checkpoints are not overwritten."""
+"""Runs: one per output folder, exact resume (and none with another config), divergence stops,
+``eval`` refuses data with other classes."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -15,19 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-import minilg
 import minilg.train
 from minilg.cli import main
-from minilg.errors import (
-    CheckpointError,
-    NothingToResumeError,
-    RunExistsError,
-    RunLockedError,
-    TrainingDivergedError,
-)
+from minilg.errors import NothingToResumeError, RunLockedError, TrainingDivergedError
 from minilg.train import TrainConfig, load_model, train
 from minilg.training import checkpoint as ckpt
-from minilg.training.compare import compare
 from minilg.training.rundir import LOCK_FILE, run_lock
 
 TINY: dict[str, Any] = dict(
@@ -110,37 +103,45 @@ def test_resume_needs_something_to_resume(tmp_path: Path) -> None:
     assert not (tmp_path / "config.json").exists()  # it stopped; it did not start afresh
 
 
-def test_an_old_two_file_checkpoint_is_neither_resumed_nor_overwritten(tmp_path: Path) -> None:
-    model = minilg.create_model("swin_mini", num_classes=10, img_size=32, **TINY["model_kwargs"])
-    meta = {"model": "swin_mini", "num_classes": "10", "img_size": "32",
-            "model_kwargs": '{"dims": [16, 16, 32, 32], "heads": [1, 1, 2, 2]}'}
-    ckpt.save_weights(tmp_path / ckpt.WEIGHTS_FILE, model, meta)
-    (tmp_path / ckpt.STATE_FILE).write_bytes(b"old state")
-    before = _files(tmp_path)
-    with pytest.raises(CheckpointError, match="old two-file layout"):
-        train(tiny(out=str(tmp_path), resume=True))
-    with pytest.raises(RunExistsError, match="already holds a checkpoint"):
-        train(tiny(out=str(tmp_path)))
-    assert _files(tmp_path) == before
-    loaded, _ = load_model(tmp_path)  # still usable for eval
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+# ----------------------------------------------------------------------------- resume
+# 128 training and 64 validation images, as the trainer's own tests
+RESUME: dict[str, Any] = dict(max_train_samples=128, max_eval_samples=64)
 
 
-# ----------------------------------------------------------------------------- compare
-def test_compare_never_replaces_a_run_it_did_not_create(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    standalone = tmp_path / "cmp" / "swin_mini"
-    train(tiny(out=str(standalone), stop_after=1))
-    before = _files(standalone)
-    with pytest.raises(RunExistsError, match="compare did not create"):
-        compare(["swin_mini"], tiny(epochs=1), tmp_path / "cmp")
-    capsys.readouterr()
-    code = main(["compare", "--models", "swin_mini", "--out", str(tmp_path / "cmp"),
-                 "--model-kwargs", '{"dims": [16, 16, 32, 32], "heads": [1, 1, 2, 2]}'])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "compare did not create" in err
-    assert _files(standalone) == before
+def test_kill_and_resume_is_bit_identical(tmp_path: Path) -> None:
+    # drop-path and mixup exercise the global RNG and the data generator
+    kw = dict(epochs=3, drop_path=0.2, mixup=0.2, label_smoothing=0.1, **RESUME)
+    full = train(tiny(out=str(tmp_path / "full"), **kw))
+
+    stopped = train(tiny(out=str(tmp_path / "split"), stop_after=1, **kw))  # "killed" here
+    assert len(stopped.history) == 1
+    with pytest.raises(FileExistsError):  # a second fresh run must not clobber it
+        train(tiny(out=str(tmp_path / "split"), **kw))
+    resumed = train(tiny(out=str(tmp_path / "split"), resume=True, **kw))
+
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    keys = ("step", "lr", "train_loss", "val_loss", "val_top1")
+    assert [[r[k] for k in keys] for r in full.history] == [
+        [r[k] for k in keys] for r in resumed.history
+    ]
+    # the files on disk agree as well
+    rows = json.loads((tmp_path / "split" / "metrics.json").read_text())["history"]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert (tmp_path / "split" / "metrics.csv").read_text().count("\n") == 4
+    assert (tmp_path / "split" / "curves.png").stat().st_size > 1000
+    reloaded, cfg = load_model(tmp_path / "split")
+    assert cfg is not None and cfg.epochs == 3
+    for k, v in reloaded.state_dict().items():
+        assert torch.equal(v, a[k]), k
+
+
+def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
+    train(tiny(out=str(tmp_path), epochs=2, stop_after=1, **RESUME))
+    with pytest.raises(ValueError, match="lr"):
+        train(tiny(out=str(tmp_path), epochs=2, lr=0.5, resume=True, **RESUME))
 
 
 # ----------------------------------------------------------------------------- divergence
@@ -206,6 +207,3 @@ def test_eval_refuses_data_with_other_classes(
            "val has 3 (n01, n02, n03, ...)" in err
     assert main(["eval", "--checkpoint", str(out), "--max-eval-samples", "16", "--json"]) == 0
     assert '"n": 16.0' in capsys.readouterr().out
-
-
-
