@@ -1,7 +1,9 @@
 # minilg: the two commands of the README, and the checks CI runs.
 #   make run    set up .venv, then run the main job (compare the mechanisms on the embedded data)
 #   make test   set up .venv, then run every test and notebook (pytest --nbval)
-#   make lint   mypy --strict and ruff on the library
+#   make lint   mypy --strict, ruff and import-linter (the layers in .importlinter): CI's one lint
+#   make notebooks    re-execute notebooks (NOTEBOOKS=...) with figure signatures; commit outputs
+#   make wheel-check  build the wheel, install it in a fresh venv outside the checkout, run the CLI
 #   make coursework   student versions of the notebooks in student/
 # Override the PyTorch build with TORCH_SPEC=..., e.g. `make test TORCH_SPEC="torch==2.5.1"`.
 
@@ -9,7 +11,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: setup run test lint info notebooks coursework clean
+.PHONY: setup run test lint info notebooks wheel-check coursework clean
 
 setup:
 	VENV=$(VENV) bash scripts/setup.sh
@@ -26,11 +28,19 @@ test: setup
 lint: setup
 	$(PY) -m mypy --strict minilg
 	$(PY) -m ruff check minilg tests
+	$(VENV)/bin/lint-imports
 
-# Re-execute every notebook in place (outputs are committed; do this after changing the library).
+# Re-execute notebooks in place (outputs are committed; do this after changing the library).
+# The kernels load minilg.notebook, so every figure is stored with the signature nbval compares.
+NOTEBOOKS ?= notebooks/[0-9]*.ipynb
 notebooks: setup
-	for nb in notebooks/[0-9]*.ipynb; do \
-	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; done
+	ipython_dir=$$(mktemp -d) && $(PY) -m minilg.notebook kernel-dir "$$ipython_dir" && \
+	for nb in $(NOTEBOOKS); do echo "==> $$nb"; \
+	  IPYTHONDIR="$$ipython_dir" $(VENV)/bin/jupyter nbconvert --to notebook --execute \
+	    --inplace "$$nb" || exit 1; done; rm -rf "$$ipython_dir"
+
+wheel-check:
+	bash scripts/check_wheel.sh
 
 # Student versions of the notebooks (solutions removed, self-checks kept, outputs cleared).
 coursework: setup

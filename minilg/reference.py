@@ -1,17 +1,21 @@
 """Published figures (params, GMACs, top-1) from the four papers' tables and their baselines.
 
-The table lives in ``data/reference/paper_tables.csv`` at the repository root; each row names the
-table it comes from. ``python -m minilg info`` prints minilg's own counts beside these.
+The table ships inside the package (``minilg/paper_tables.csv``, read with
+:mod:`importlib.resources`, so any install has it); each row names the table it comes from.
+``python -m minilg info`` prints minilg's own counts beside these.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
-TABLE_PATH = Path(__file__).resolve().parents[1] / "data" / "reference" / "paper_tables.csv"
+TABLE_PATH: Traversable = files("minilg") / "paper_tables.csv"
 
 
 @dataclass(frozen=True)
@@ -30,27 +34,26 @@ def _number(text: str) -> float | None:
     return float(text) if text.strip() else None
 
 
-def paper_rows(path: Path = TABLE_PATH) -> list[PaperRow]:
+def paper_rows(path: Traversable | Path = TABLE_PATH) -> list[PaperRow]:
     """All rows of the reference table."""
     if not path.is_file():
         raise FileNotFoundError(
-            f"reference table not found at {path}; minilg reads it from the repository's data/ "
-            "folder, so install minilg from a clone with `pip install -e .`"
+            f"reference table not found at {path}; it ships inside the minilg package, so this "
+            "install is incomplete: reinstall minilg"
         )
-    with path.open(newline="") as handle:
-        return [
-            PaperRow(
-                paper_key=row["paper_key"],
-                minilg_model=row["minilg_model"] or None,
-                params_m=_number(row["params_m"]),
-                gmacs=_number(row["gmacs"]),
-                top1=_number(row["top1"]),
-                resolution=int(row["resolution"]),
-                source=row["source"],
-                note=row["note"],
-            )
-            for row in csv.DictReader(handle)
-        ]
+    return [
+        PaperRow(
+            paper_key=row["paper_key"],
+            minilg_model=row["minilg_model"] or None,
+            params_m=_number(row["params_m"]),
+            gmacs=_number(row["gmacs"]),
+            top1=_number(row["top1"]),
+            resolution=int(row["resolution"]),
+            source=row["source"],
+            note=row["note"],
+        )
+        for row in csv.DictReader(io.StringIO(path.read_text()))
+    ]
 
 
 def paper_row(paper_key: str) -> PaperRow | None:

@@ -6,8 +6,8 @@
 #   TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124" bash scripts/setup.sh
 #   VENV=/path/to/env PYTHON=python3.12 bash scripts/setup.sh
 #
-# PyTorch is installed first and pinned, so that resolving minilg's own requirement (torch>=2.2)
-# never pulls a different, multi-GB build.
+# PyTorch is installed first and pinned, so that resolving minilg's own requirement (torch>=2.13)
+# never pulls a different, multi-GB build. Python 3.11 or newer is required.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,10 @@ VENV="${VENV:-.venv}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 EXTRAS="${EXTRAS:-dev,notebooks}"
 
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "error: minilg needs Python >= 3.11, got $("$PYTHON" --version 2>&1); set PYTHON=python3.11" >&2
+  exit 2
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating virtual environment $VENV with $("$PYTHON" --version)"
   "$PYTHON" -m venv "$VENV"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import shlex
 from pathlib import Path
@@ -17,14 +18,20 @@ from minilg.attention.scopes import scope
 from minilg.bench import cli as bench_cli
 from minilg.bench import memory as bench_memory
 from minilg.bench import targets as bench_targets
+from minilg.cli import main
 from minilg.errors import MinilgError
 
-TINY = ["--batch", "1", "--repeats", "1", "--warmup", "0", "--peak-n", "64"]
+TINY = ["--batch", "1", "--rounds", "1", "--warmup", "0", "--peak-n", "64"]
 
 
 @pytest.fixture(scope="module")
 def swin_cases() -> list[bench.Case]:
     return bench.discover_cases(["swin"])
+
+
+def _bench_cli(argv: list[str]) -> int:
+    """``python -m minilg bench ARGV`` through the command line (one ``error:`` line, exit 2)."""
+    return main(["bench", *argv])
 
 
 def test_cases_come_from_the_registry(swin_cases: list[bench.Case]) -> None:
@@ -48,14 +55,16 @@ def test_filters_pick_stages_and_mixers() -> None:
         bench.discover_cases(["nope"])
 
 
-def test_every_case_agrees_with_the_straightforward_path() -> None:
-    """Core and straightforward outputs of every discovered stage-1 mixer (a map that no window
-    divides), as the benchmark compares them: same numbers to float tolerance."""
+def test_every_case_agrees_with_the_plain_and_straightforward_paths() -> None:
+    """Core, plain and straightforward outputs of every discovered stage-1 mixer and extra case
+    (a map that no window divides), as the benchmark compares them: same numbers to float
+    tolerance."""
     settings = bench.Settings(torch.device("cpu"), torch.float32, 2, 1, 0, 1)
-    for case in bench.discover_cases():
-        rows = bench.measure(case, 9, settings, peak_gflops=1.0)
+    for case in bench.discover_cases(extras=True):
+        rows = bench.measure(case, 9, settings, peak_n=16)
         assert [r.path for r in rows] == list(bench.PATHS)
-        assert rows[0].diff < 1e-5, case.name
+        assert all(r.diff < 1e-5 for r in rows), case.name
+        assert rows[0].diff == max(rows[1].diff, rows[2].diff)
         assert rows[0].macs == case.mixer.macs(9, 9) and rows[0].tokens == 81
 
 
@@ -63,25 +72,29 @@ def test_cli_writes_table_csv_json_and_plot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["--families", "swin", "--sizes", "12", "8", "16", *TINY, "--out", str(tmp_path)]
-    assert bench.cli_bench(argv) == 0
+    assert _bench_cli(argv) == 0
     out = capsys.readouterr().out
     assert "threads 1" in out and "matmul peak (fp32, n=64)" in out
     assert "swin_tiny s1.b1 SW-MSA" in out and "Targets (measured vs target" in out
     with (tmp_path / "bench.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 2 * 3 * 2  # cases x sizes x paths
+    assert len(rows) == 2 * 3 * 3  # cases x sizes x paths
     for column in ("case", "size", "tokens", "path", "macs", "fwd_ms", "fwdbwd_ms", "gflops",
                    "peak_fraction", "fwd_mib", "fwdbwd_mib", "speedup_fwd", "speedup_fwdbwd",
+                   "speedup_fwd_iqr", "speedup_fwdbwd_iqr", "vs_straightforward_fwd",
+                   "vs_straightforward_fwdbwd", "peak_gflops", "variant",
                    "diff", "threads", "batch", "dtype", "device"):
         assert column in rows[0]
-    assert [int(r["size"]) for r in rows[:6]] == [8, 8, 12, 12, 16, 16]
+    assert [int(r["size"]) for r in rows[:6]] == [8, 8, 8, 12, 12, 12]
+    assert [r["path"] for r in rows[:3]] == list(bench.PATHS)
     assert all(float(r["diff"]) < 1e-5 for r in rows)
+    assert all(float(r["speedup_fwd"]) == 1.0 for r in rows if r["path"] == "plain")
     payload = json.loads((tmp_path / "bench.json").read_text())
     assert payload["environment"]["threads"] == 1
     assert payload["environment"]["matmul_peak_gflops"] > 0
-    assert len(payload["rows"]) == 12 and len(payload["rows"][0]["fwd_samples_ms"]) == 1
+    assert len(payload["rows"]) == 18 and len(payload["rows"][0]["fwd_samples_ms"]) == 1
     # exponents: 8->12, 12->16 and 8->16, per case and path
-    assert len(payload["scaling"]) == 2 * 2 * 3
+    assert len(payload["scaling"]) == 2 * 3 * 3
     assert {t["met"] for t in payload["targets"]} == {None}  # map 56 not run, no block memory
     with (tmp_path / "scaling.csv").open() as handle:
         assert {"case", "path", "from", "to", "macs", "fwd", "fwdbwd"} <= set(
@@ -111,11 +124,11 @@ def test_memory_limit_skips_without_attempting(
     limit = (small + large) / 2 / 2**30
     argv = ["--families", "swin", "--mixers", "W-MSA", "--sizes", "8", "16", *TINY,
             "--memory-limit", str(limit), "--out", str(tmp_path)]
-    assert bench.cli_bench(argv) == 0
+    assert _bench_cli(argv) == 0
     assert attempted == [8]
     out = capsys.readouterr().out
     assert "note: swin_tiny s1.b0 W-MSA @ 16: skipped, straightforward scores need" in out
-    assert len(json.loads((tmp_path / "bench.json").read_text())["rows"]) == 2
+    assert len(json.loads((tmp_path / "bench.json").read_text())["rows"]) == 3
 
 
 def test_estimate_falls_back_to_the_full_attention_bound(
@@ -136,11 +149,10 @@ def test_estimate_falls_back_to_the_full_attention_bound(
 def test_block_memory_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--families", "swin", "--mixers", "W-MSA", "--sizes", "8", *TINY,
             "--block-memory", "--block-batch", "2", "--out", str(tmp_path)]
-    assert bench.cli_bench(argv) == 0
+    assert _bench_cli(argv) == 0
     blocks = json.loads((tmp_path / "bench.json").read_text())["block_memory"]
     assert [(b["what"], b["path"]) for b in blocks] == [
-        ("swin_tiny s1.b1 block", "core"), ("swin_tiny s1.b1 block", "straightforward"),
-        ("swin_tiny s1.b1 mixer", "core"), ("swin_tiny s1.b1 mixer", "straightforward")]
+        (f"swin_tiny s1.b1 {part}", path) for part in ("block", "mixer") for path in bench.PATHS]
     input_mib = 2 * 56 * 56 * 96 * 4 / 2**20
     assert all(b["input_mib"] == input_mib and b["peak_mib"] > input_mib for b in blocks)
     assert "stage-1 SW block memory, batch 2" in capsys.readouterr().out
@@ -156,26 +168,247 @@ def test_cpu_peak_memory_replays_allocations() -> None:
     assert bench.cpu_peak_bytes(two_buffers) == 6 * 2**20
 
 
-def test_scaling_exponents_and_targets() -> None:
-    def row(size: int, ms: float, path: str, speedup: float) -> bench.Row:
-        tokens = size * size
-        return bench.Row("c W-MSA", "swin", "m", 1, 0, "W-MSA", 96, size, tokens, 8, "float32",
-                         "cpu", 2, path, 10 * tokens, ms, 0.0, 3 * ms, 0.0, 1.0, 0.6, 0.0, 0.0,
-                         speedup, speedup, 0.0)
+def _row(size: int, ms: float, path: str, speedup: float, mixer: str = "W-MSA",
+         variant: str = "") -> bench.Row:
+    tokens = size * size
+    return bench.Row(f"c {mixer} {variant}", "swin", "m", 1, 0, mixer, 96, size, tokens, 8,
+                     "float32", "cpu", 1, path, 10 * tokens, ms, 0.0, 3 * ms, 0.0, 1.0, 0.6, 0.0,
+                     0.0, speedup, speedup, 0.0, vs_straightforward_fwd=speedup + 0.2,
+                     vs_straightforward_fwdbwd=speedup + 0.2, variant=variant)
 
-    rows = [row(s, s * s / 100, p, 1.3 if p == "core" else 1.0)
+
+def test_scaling_exponents_and_targets() -> None:
+    rows = [_row(s, s * s / 100, p, 1.3 if p == "core" else 1.0)
             for s in (28, 56, 224) for p in bench.PATHS]
     exponents = bench.scaling(rows)
     assert [(e["from"], e["to"]) for e in exponents[:3]] == [(28, 56), (56, 224), (28, 224)]
     assert all(e["fwd"] == pytest.approx(1.0) and e["macs"] == pytest.approx(1.0)
                for e in exponents)
-    settings = bench.Settings(torch.device("cpu"), torch.float32, 8, 1, 0, 2)
+    settings = bench.Settings(torch.device("cpu"), torch.float32, 8, 1, 0, 1)
     targets = [*bench.speedup_targets(rows, settings), bench.exponent_target(rows)]
     assert [t.met for t in targets] == [True, True, True, True]
     assert all(t.note == "" for t in targets)
-    slow = [r if r.path != "core" else bench.Row(**{**r.__dict__, "speedup_fwd": 1.1})
+    assert targets[0].measured == "lowest 1.30x (c W-MSA  fwd)"
+    assert targets[1].measured == "lowest 1.50x (c W-MSA  fwd)"  # against straightforward
+    # below the plain baseline: the first goal is missed; the straightforward one still met
+    slow = [r if r.path != "core" else bench.Row(**{**r.__dict__, "speedup_fwdbwd": 0.9})
             for r in rows]
-    assert [t.met for t in bench.speedup_targets(slow, settings)] == [True, False, True]
+    assert [t.met for t in bench.speedup_targets(slow, settings)] == [False, True, True]
+    other = bench.Settings(torch.device("cpu"), torch.float32, 8, 1, 0, 2)
+    assert bench.speedup_targets(rows, other)[0].note == (
+        "target set at batch 8, 1 threads; run: batch 8, 2 threads")
+
+
+def test_salg_targets_compare_with_w_msa_at_the_same_width() -> None:
+    rows = [_row(56, 10.0, "core", 1.0), _row(56, 19.0, "core", 1.0, "SemanticRegionAttention",
+                                              "p=1"),
+            _row(56, 31.0, "core", 1.0, "SemanticRegionAttention", "p=2")]
+    targets = bench.salg_targets(rows)
+    assert [(t.measured, t.met, t.goal) for t in targets] == [
+        ("1.90x", True, "<= 2x"), ("3.10x", False, "<= 3x")]
+    assert targets[0].note == "before 2.6x"  # no matmul peak in these rows
+    rows[0].peak_gflops, rows[1].peak_gflops = 20.0, 10.0  # W-MSA's rounds had twice the peak
+    assert bench.salg_targets(rows)[0].note == "before 2.6x; 0.95x scaled by each one's matmul peak"
+    assert [t.met for t in bench.salg_targets(rows[1:])] == [None, None]  # no W-MSA row
+
+
+def test_train_step_and_official_targets() -> None:
+    steps = [{"model": "focal_mini", "batch": 64, "threads": 1, "vs_reference": 1.25,
+              "vs_reference_iqr": [1.2, 1.3]},
+             {"model": "salg_mini", "batch": 8, "threads": 1, "vs_reference": 1.5,
+              "vs_reference_iqr": [1.4, 1.6]}]
+    targets = bench.train_step_targets(steps)
+    assert [(t.measured, t.met) for t in targets] == [
+        ("1.25x [1.20, 1.30]", True), ("1.50x [1.40, 1.60]", False), ("not measured", None)]
+    assert targets[0].note == "before 3.2x"
+    assert targets[1].note.endswith("target set at batch 64, 1 thread; run: batch 8, 1")
+    settings = bench.Settings(torch.device("cpu"), torch.float32, 8, 9, 1, 1)
+    records = [{"case": "Swin-T W-MSA", "ratio": 1.4, "ratio_iqr": [1.3, 1.5], "note": ""},
+               {"case": "Focal-T block", "ratio": 3.9, "ratio_iqr": [3.8, 4.1], "note": ""},
+               {"case": "HAT-Net-T stage 1", "ratio": None, "note": "outputs differ (1e-2)"}]
+    official = bench.official_targets(records, settings)
+    assert [(t.name.split(":")[0], t.measured, t.met) for t in official] == [
+        ("Swin-T W-MSA", "1.40x [1.30, 1.50]", True), ("Swin-T SW-MSA", "not measured", None),
+        ("Focal-T block", "3.90x [3.80, 4.10]", False),
+        ("HAT-Net-T stage 1", "outputs differ (1e-2)", None),
+        ("HAT-Net-T stage 2", "not measured", None)]
+    assert official[2].goal == ">= 4x (5x)" and official[0].note == "before 1.07x"
+    memory = {"batch": 128, "official_mib": 1400.0, "minilg_mib": 600.0, "times_below": 1400 / 600}
+    target = bench.official_memory_target(memory)
+    assert (target.measured, target.met) == ("1,400 vs 600 MiB: 2.33x", True)
+    assert bench.official_memory_target(None).met is None
+    assert "target set at batch 128" in bench.official_memory_target(
+        {**memory, "batch": 2}).note
+    everything = bench.evaluate([], settings, [], steps, records, memory)
+    assert len(everything) == 3 + 1 + 2 + 3 + 5 + 1 + 1
+
+
+# --------------------------------------------------------------------------------------------
+# paired rounds: rotation and statistics, on synthetic timings (a fake timer)
+# --------------------------------------------------------------------------------------------
+
+
+def test_round_order_rotates_and_reverses() -> None:
+    two = [bench.round_order("AB", r) for r in range(4)]
+    assert two == [["A", "B"], ["B", "A"], ["B", "A"], ["A", "B"]]
+    three = ["".join(bench.round_order("ABC", r)) for r in range(6)]
+    assert three == ["ABC", "CBA", "BCA", "ACB", "CAB", "BAC"]  # all six orders
+    seven = [bench.round_order(range(7), r) for r in range(14)]
+    for position in range(7):  # every name at every position equally often
+        assert sorted(order[position] for order in seven) == sorted(list(range(7)) * 2)
+
+
+def test_paired_rounds_time_each_call_once_per_round_in_rotated_order() -> None:
+    called: list[str] = []
+    times = iter(range(1, 100))
+
+    def timer(fn: object) -> float:
+        fn()  # type: ignore[operator]
+        return float(next(times))
+
+    calls = {name: (lambda name=name: called.append(name)) for name in ("a", "b", "c")}
+    samples = bench.paired_rounds(calls, 3, timer)
+    assert called == ["a", "b", "c", "c", "b", "a", "b", "c", "a"]
+    assert samples == {"a": [1.0, 6.0, 9.0], "b": [2.0, 5.0, 7.0], "c": [3.0, 4.0, 8.0]}
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios() -> None:
+    ratio = bench.paired_ratio([2.0, 6.0, 12.0, 20.0, 30.0], [2.0, 3.0, 4.0, 5.0, 6.0])
+    assert ratio == bench.Ratio(3.0, 2.0, 4.0)  # ratios 1..5: quartiles, inclusive method
+    # A load spike slows both paths of one round alike: the paired ratio does not move, while
+    # the ratio of unpaired medians would.
+    base, path = [10.0, 10.0, 100.0, 10.0, 10.0], [5.0, 5.0, 50.0, 5.0, 5.0]
+    assert bench.paired_ratio(base, path) == bench.Ratio(2.0, 2.0, 2.0)
+    assert bench.paired_ratio([3.0], [2.0]) == bench.Ratio(1.5, 1.5, 1.5)
+    with pytest.raises(ValueError):
+        bench.paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_measure_reports_paired_statistics_of_its_rounds(swin_cases: list[bench.Case]) -> None:
+    """With a fake timer the rows hold exactly the medians of the per-round ratios, the timed
+    matmul peak and the samples in round order."""
+    names = [f"{p} {m}" for p in bench.PATHS for m in ("fwd", "fwd+bwd")] + ["matmul"]
+    rounds = 5
+    order = [name for r in range(rounds) for name in bench.round_order(names, r)]
+    base = {"core": 1.0, "plain": 2.0, "straightforward": 3.0}
+    table: dict[str, list[float]] = {name: [] for name in names}
+    for index, name in enumerate(order):
+        r = index // len(names)
+        load = 1.0 + r  # every round slower than the last
+        if name == "matmul":
+            table[name].append(load * 2.0)
+        else:
+            path, mode = name.split(" ")
+            table[name].append(load * base[path] * (3 if mode == "fwd+bwd" else 1)
+                                * (1.5 if (path, r) == ("core", 2) else 1.0))
+    times = iter(t for index, name in enumerate(order)
+                 for t in [table[name][index // len(names)]])
+
+    settings = bench.Settings(torch.device("cpu"), torch.float32, 1, rounds, 0, 1)
+    rows = bench.measure(swin_cases[0], 7, settings, peak_n=100,
+                         timer=lambda fn: next(times))
+    core, plain, sf = rows
+    assert core.fwd_samples_ms == table["core fwd"] and sf.fwdbwd_samples_ms == table[
+        "straightforward fwd+bwd"]
+    assert core.speedup_fwd == 2.0 and core.speedup_fwd_iqr == [2.0, 2.0]  # round 2 is 4/3
+    assert core.vs_straightforward_fwd == 3.0 and plain.speedup_fwd == 1.0
+    assert sf.speedup_fwdbwd == pytest.approx(2 / 3)
+    assert core.peak_gflops == pytest.approx(2 * 100**3 / (6.0 / 1e3) / 1e9)  # median 6 ms
+    assert core.peak_fraction == pytest.approx(core.gflops / core.peak_gflops)
+    assert core.fwd_ms == 4.0 and plain.fwd_ms == 6.0  # medians of 1, 2, 4.5, 4, 5 and 2..10
+
+
+# --------------------------------------------------------------------------------------------
+# the plain baseline
+# --------------------------------------------------------------------------------------------
+
+
+def test_plain_baseline_equals_the_core_and_never_reaches_it() -> None:
+    """Outputs and input gradients of every mixer (extras included) on a map no window divides,
+    through the plain path, equal the core's; under ``plain_math`` no call reaches the core's
+    ``attend`` and the routing is undone afterwards."""
+    from minilg.attention import core
+
+    original = core.attend
+    for case in bench.discover_cases(extras=True):
+        torch.manual_seed(0)
+        x = torch.randn(2, 9, 10, case.dim, requires_grad=True)
+        expected = case.mixer(x)
+        (grad,) = torch.autograd.grad(expected.square().sum(), x)
+        forward = functools.partial(case.mixer, x)
+        with bench.plain_math():
+            assert bench.core_attend_calls(forward) == 0, case.name
+            got = case.mixer(x)
+            (got_grad,) = torch.autograd.grad(got.square().sum(), x)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5, msg=case.name)
+        torch.testing.assert_close(got_grad, grad, rtol=1e-4, atol=1e-4, msg=case.name)
+        assert bench.core_attend_calls(forward) > 0
+    assert core.attend is original
+
+
+def test_plain_attend_masks_like_the_core() -> None:
+    """Several sources with biases and masks, one query row with no allowed key: the plain
+    attention equals the core's, and the masked row is exactly zero."""
+    from minilg.attention.core import KeySource, attend
+
+    torch.manual_seed(0)
+    q = torch.randn(2, 3, 4, 8)
+    allowed = torch.rand(3, 1, 4, 5) > 0.3
+    allowed[1, 0, 2] = False
+    sources = [KeySource(torch.randn(2, 3, 5, 8), torch.randn(2, 3, 5, 8),
+                         torch.randn(2, 4, 5), allowed),
+               KeySource(torch.randn(2, 1, 6, 8), torch.randn(2, 1, 6, 8),
+                         allowed=torch.zeros(1, 1, 4, 6, dtype=torch.bool))]
+    out = bench.plain_attend(q, sources, heads=2)
+    torch.testing.assert_close(out, attend(q, sources, heads=2))
+    assert torch.equal(out[:, 1, 2], torch.zeros(2, 8))
+    mask = bench.plain_mask(sources, 4, torch.float32)
+    assert mask is not None and mask.shape == (1, 3, 2, 4, 11)  # no batch axis: broadcast
+    assert bench.plain_mask([KeySource(q, q)], 4, torch.float32) is None
+
+
+# --------------------------------------------------------------------------------------------
+# training steps and the official comparison (machinery only; no official code here)
+# --------------------------------------------------------------------------------------------
+
+
+def test_train_steps_are_paired_with_swin_mini() -> None:
+    settings = bench.Settings(torch.device("cpu"), torch.float32, 1, 2, 0, 1)
+    steps = bench.train_steps(settings, batch=1, models=["focal_mini"])
+    assert [s["model"] for s in steps] == ["swin_mini", "focal_mini"]
+    assert steps[0]["vs_reference"] == 1.0 and steps[0]["vs_reference_iqr"] == [1.0, 1.0]
+    assert len(steps[1]["samples_ms"]) == 2 and steps[1]["vs_reference"] > 0
+
+
+def test_official_machinery_without_official_code(tmp_path: Path) -> None:
+    """An empty folder names each missing checkout; ``compare`` checks outputs before timing;
+    the timm stand-in is there only while an official file is imported."""
+    settings = bench.Settings(torch.device("cpu"), torch.float32, 1, 3, 0, 1)
+    records, memory, notes = bench.run_official(tmp_path, settings, 2)
+    assert records == [] and memory is None and len(notes) == 3
+    assert "Swin-Transformer/models/swin_transformer.py not found" in notes[0]
+    with pytest.raises(bench.BenchError, match="--official must be a folder"):
+        bench.run_official(tmp_path / "nope", settings, 2)
+    x = torch.randn(2, 4, 4, 8)
+    same = bench.compare("same", lambda t: t * 2, lambda t: t + t, x, settings)
+    assert same["max_diff"] == 0 and same["ratio"] > 0 and len(same["minilg_samples_ms"]) == 3
+    differ = bench.compare("differ", lambda t: t * 2, lambda t: t, x, settings)
+    assert differ["ratio"] is None and differ["note"].startswith("outputs differ")
+    folder = tmp_path / "HAT-Net"
+    folder.mkdir()
+    (folder / "HAT_Net.py").write_text(
+        "from timm.models.layers import DropPath, trunc_normal_\n"
+        "from timm.models.registry import register_model\n"
+        "from timm.models.vision_transformer import _cfg\n"
+        "DROP = DropPath(0.1)\n")
+    assert _bench_cli(["--official", str(tmp_path / "nothing"), "--official-only"]) == 2
+    assert _bench_cli(["--official-only"]) == 2
+    module = bench.import_official(tmp_path, "hat_net")
+    assert module is not None and module.DROP(x) is x
+    import importlib.util
+    if importlib.util.find_spec("timm") is None:
+        import sys
+        assert "timm" not in sys.modules
 
 
 @pytest.mark.parametrize(
@@ -192,14 +425,14 @@ def test_scaling_exponents_and_targets() -> None:
 def test_expected_failures_exit_2_with_one_line(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert bench.cli_bench(argv) == 2
+    assert _bench_cli(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")
 def test_cuda_without_cuda_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench.cli_bench(["--device", "cuda"]) == 2
+    assert _bench_cli(["--device", "cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
 
 
@@ -238,8 +471,10 @@ def test_verb_interface(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "swin_tiny s1.b0 W-MSA" in capsys.readouterr().out
     assert json.loads((tmp_path / "bench.json").read_text())["environment"]["threads"] == 2
     assert torch.get_num_threads() == threads  # restored
-    with pytest.raises(bench.BenchError, match="--repeats must be positive"):
-        bench.run(parser.parse_args(["--repeats", "0"]))
+    with pytest.raises(bench.BenchError, match="--rounds must be positive"):
+        bench.run(parser.parse_args(["--rounds", "0"]))
+    assert parser.parse_args(["--repeats", "3"]).rounds == 3  # the older spelling
+    assert parser.parse_args([]).rounds == 9
 
 
 def test_window_attention_is_the_w_msa_label() -> None:
@@ -357,22 +592,24 @@ def test_cli_breakdown_and_how_the_figures_were_made(
 ) -> None:
     argv = ["--families", "swin", "--mixers", "W-MSA", "--sizes", "8", "14", *TINY,
             "--breakdown", "--note", "idle machine", "--out", str(tmp_path)]
-    assert bench.cli_bench(argv) == 0
+    assert _bench_cli(argv) == 0
     assert "Where the block's forward spends its time" in capsys.readouterr().out
     payload = json.loads((tmp_path / "bench.json").read_text())
     env = payload["environment"]
     # the options that differ from their defaults, in the order of --help
     assert env["command"] == "python -m minilg bench " + shlex.join([
-        "--batch", "1", "--sizes", "8", "14", "--repeats", "1", "--warmup", "0",
+        "--batch", "1", "--sizes", "8", "14", "--rounds", "1", "--warmup", "0",
         "--families", "swin", "--mixers", "W-MSA", "--peak-n", "64", "--breakdown",
         "--note", "idle machine", "--out", str(tmp_path)])
     assert "--note 'idle machine'" in env["command"]
     assert env["note"] == "idle machine" and env["date"].endswith("Z")
     assert len(env["loadavg_1_5_15"]) == len(env["loadavg_1_5_15_end"]) == 3
     assert env["cpu_model"]
-    assert env["matmul_peak_gflops"] == max(env["matmul_peak_gflops_before_after"])
-    assert all(r["peak_fraction"] == pytest.approx(r["gflops"] / env["matmul_peak_gflops"])
+    assert env["matmul_peak_gflops"] == env["matmul_peak_gflops_before_after"][0]
+    assert all(r["peak_fraction"] == pytest.approx(r["gflops"] / r["peak_gflops"])
                for r in payload["rows"])
+    assert env["matmul_peak_gflops_in_rounds"] == [payload["rows"][0]["peak_gflops"],
+                                                   payload["rows"][3]["peak_gflops"]]
     records = payload["breakdown"]
     assert [(r["case"], r["size"]) for r in records] == [("swin_tiny s1.b0 W-MSA", 8),
                                                          ("swin_tiny s1.b0 W-MSA", 14)]

@@ -20,6 +20,7 @@ from minilg.complexity import count_macs
 from minilg.convert import ConversionError, convert_official
 from minilg.convert.hat_net import official_key
 from minilg.models.hat_net import NormedWindowAttention, PointwiseMlp
+from minilg.reference import TABLE_PATH
 
 DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "hat_net_official_micro.safetensors"
@@ -231,8 +232,7 @@ def test_attention_groupnorms_of_tiny_hold_18432_parameters() -> None:
 
 
 def published_gmacs() -> dict[str, float]:
-    path = Path(minilg.__file__).parent.parent / "data" / "reference" / "paper_tables.csv"
-    with path.open() as f:
+    with TABLE_PATH.open("r") as f:
         return {row["minilg_model"]: float(row["gmacs"]) for row in csv.DictReader(f)
                 if row["minilg_model"].startswith("hat_net")}
 

@@ -35,7 +35,9 @@ MACs convention: a Linear ``C_in -> C_out`` on ``T`` tokens costs ``T * C_in * C
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
@@ -95,6 +97,23 @@ def combined_mask(
     return torch.cat([p.expand(*lead, tokens_q, p.shape[-1]) for p in parts], dim=-1)
 
 
+#: Another implementation of :func:`attend` for the ``with attending_with(fn)`` block (the
+#: benchmark's plain baseline); ``None``: the core's own.
+AttendFn = Callable[[Tensor, Sequence["KeySource"], int], Tensor]
+_ATTEND_WITH: ContextVar[AttendFn | None] = ContextVar("minilg_attend_with", default=None)
+
+
+@contextmanager
+def attending_with(fn: AttendFn) -> Iterator[None]:
+    """Every :func:`attend` inside the block calls ``fn(q, sources, heads)`` instead (this thread
+    only): how the benchmark runs every mixer through its plain baseline, same key sources."""
+    token = _ATTEND_WITH.set(fn)
+    try:
+        yield
+    finally:
+        _ATTEND_WITH.reset(token)
+
+
 def attend(q: Tensor, sources: Sequence[KeySource], heads: int) -> Tensor:
     """Multi-head attention of grouped queries over concatenated key sources.
 
@@ -107,6 +126,9 @@ def attend(q: Tensor, sources: Sequence[KeySource], heads: int) -> Tensor:
         ``(B, G, Tq, C)``, heads merged, before the output projection. Queries whose keys are all
         masked get exactly zero.
     """
+    override = _ATTEND_WITH.get()
+    if override is not None:
+        return override(q, sources, heads)
     with scope("attend"):
         batch, groups, tokens_q, _ = q.shape
         k, v = _concatenated(sources, batch, groups)
@@ -254,7 +276,8 @@ def linear_macs(tokens: int, dim_in: int, dim_out: int) -> int:
 
 
 __all__ = [
-    "AttentionMixer", "KeySource", "attend", "attention_macs", "check_dim_heads",
+    "AttendFn", "AttentionMixer", "KeySource", "attend", "attending_with", "attention_macs",
+    "check_dim_heads",
     "combined_mask", "explicit_attention", "fused_attention", "linear_macs", "reference_math",
     "using_reference_math",
 ]

@@ -1,34 +1,36 @@
-"""``python -m minilg bench``: cost and speed of every mixer, beside a straightforward version.
+"""``python -m minilg bench``: cost and speed of every mixer, beside a plain implementation.
 
-What it measures, for each *case* (one mixer of one model's stage, :mod:`~minilg.bench.cases`)
-at each map size:
+What it measures, for each *case* (one mixer of one model's stage, :mod:`~minilg.bench.cases`;
+with the extras, MSA and SALG at p = 1, 2 built alone at C = 96) at each map size:
 
 * **exact MACs** of one image, the mixer's closed form ``macs(H, W)``;
-* **forward** and **forward + backward** time, the core and the straightforward version
-  interleaved, **achieved GFLOP/s** against a **matmul peak** measured in the same run (before
-  and after the cases, the better of the two), the **speed-up** of the core and the **scaling
-  exponent** of time in the number of tokens (:mod:`~minilg.bench.timing`);
+* **forward** and **forward + backward** time of three paths: the **core**, the **plain**
+  baseline (:mod:`~minilg.bench.baseline`: explicit scores, the mask broadcast, geometry cached)
+  and the older **straightforward** path (:func:`minilg.attention.reference_math`: the mask
+  materialised per sample, geometry rebuilt every call), timed in **paired rounds** of rotated
+  order with a **matmul peak** in every round; speed-ups are medians of per-round ratios with
+  their interquartile range; **achieved GFLOP/s** against that peak and the **scaling exponent**
+  of time in the number of tokens (:mod:`~minilg.bench.timing`); the load average at the start
+  and at the end;
 * **peak memory** of the forward and of forward + backward (:mod:`~minilg.bench.memory`).
 
-The straightforward version is the same mixer inside :func:`minilg.attention.reference_math`:
-explicit batched ``q @ k.transpose``, softmax and ``@ v``, masks materialised for every sample,
-geometry rebuilt on every call. Its output is compared with the core's on every configuration
-(column ``diff``). Configurations whose straightforward scores would exceed ``--memory-limit``
-are skipped with a note, never attempted.
+Every path's output is compared with the core's on every configuration (column ``diff``), and
+the plain path is checked not to reach the core's attention. Configurations whose explicit
+scores would exceed ``--memory-limit`` are skipped with a note, never attempted.
 
-With ``--breakdown``, each configuration also profiles the case's whole block: time and exact
-MACs per category (:mod:`~minilg.bench.breakdown`, which listens to the attention core's named
-scopes). The goals and the figures measured before the core live in ``targets.json``; a run
-prints what it measured beside them, never asserting (:mod:`~minilg.bench.targets`). Outputs and
-how the figures were made: :mod:`~minilg.bench.report`; the options: :mod:`~minilg.bench.cli`.
+Options add: ``--breakdown`` (each case's whole block profiled per category,
+:mod:`~minilg.bench.breakdown`), ``--train-step`` (training steps of the mini models against
+``swin_mini``'s, :mod:`~minilg.bench.train_step`), ``--official DIR`` (the official Swin, Focal
+and HAT-Net modules from checkouts under ``DIR``, same weights, outputs checked equal, then
+paired rounds, :mod:`~minilg.bench.official`). The goals and earlier figures live in
+``targets.json``; a run prints each as measured against target, never asserting
+(:mod:`~minilg.bench.targets`). Outputs: :mod:`~minilg.bench.report` (their schema:
+``docs/bench-schema.md``); the options: :mod:`~minilg.bench.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from typing import Any, NoReturn
-
+from minilg.bench.baseline import core_attend_calls, plain_attend, plain_mask, plain_math
 from minilg.bench.breakdown import (
     CATEGORIES,
     ScopeTracker,
@@ -45,39 +47,47 @@ from minilg.bench.cases import (
     Case,
     canonical_models,
     discover_cases,
+    extra_cases,
     mixer_label,
 )
-from minilg.bench.cli import DESCRIPTION, add_arguments, run
+from minilg.bench.cli import add_arguments, run
 from minilg.bench.memory import cpu_peak_bytes, estimated_bytes, score_bytes
-from minilg.bench.settings import PATHS, BenchError, Settings
-from minilg.bench.targets import Target, exponent_target, memory_target, speedup_targets
-from minilg.bench.timing import Row, exponent, matmul_peak, measure, scaling
-from minilg.errors import MinilgError
+from minilg.bench.official import compare, import_official, run_official, timm_stand_in
+from minilg.bench.settings import BASELINE, PATHS, BenchError, Settings
+from minilg.bench.targets import (
+    Target,
+    evaluate,
+    exponent_target,
+    memory_target,
+    official_memory_target,
+    official_targets,
+    salg_targets,
+    speedup_targets,
+    train_step_targets,
+)
+from minilg.bench.timing import (
+    Ratio,
+    Row,
+    exponent,
+    matmul_peak,
+    measure,
+    paired_ratio,
+    paired_rounds,
+    round_order,
+    scaling,
+)
+from minilg.bench.train_step import REFERENCE, TRAIN_MODELS, train_steps
 
-__all__ = ["CATEGORIES", "FRAME_OVERRIDES", "PATHS", "BenchError", "Case", "Row",
-           "ScopeTracker", "Settings", "Target", "add_arguments", "attribute", "breakdown",
-           "canonical_models", "category", "cli_bench", "cpu_peak_bytes", "discover_cases",
-           "estimated_bytes", "exponent", "exponent_target", "macs_breakdown", "matmul_peak",
-           "measure", "memory_target", "mixer_label", "module_labels", "run", "scaling",
-           "score_bytes", "speedup_targets", "time_breakdown", "tracking"]
+__all__ = ["BASELINE", "CATEGORIES", "FRAME_OVERRIDES", "PATHS", "REFERENCE", "TRAIN_MODELS",
+           "BenchError", "Case", "Ratio", "Row", "ScopeTracker", "Settings", "Target",
+           "add_arguments", "attribute", "breakdown", "canonical_models", "category",
+           "compare", "core_attend_calls", "cpu_peak_bytes", "discover_cases",
+           "estimated_bytes", "evaluate", "exponent", "exponent_target", "extra_cases",
+           "import_official", "macs_breakdown", "matmul_peak", "measure", "memory_target",
+           "mixer_label", "module_labels", "official_memory_target", "official_targets",
+           "paired_ratio", "paired_rounds", "plain_attend", "plain_mask", "plain_math",
+           "round_order", "run", "run_official", "salg_targets", "scaling", "score_bytes",
+           "speedup_targets", "time_breakdown", "timm_stand_in", "tracking", "train_step_targets",
+           "train_steps"]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, no usage dump
-        raise BenchError(message)
-
-
-def cli_bench(argv: list[str]) -> int:
-    """Interim entry point (until :mod:`minilg.cli` builds the verb's parser and calls
-    :func:`add_arguments` and :func:`run` itself): expected failures are one ``error:`` line on
-    stderr and their exit code (2)."""
-    parser = _Parser(prog="python -m minilg bench", description=DESCRIPTION)
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(list(argv)))
-    except MinilgError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except SystemExit as e:  # --help
-        code: Any = e.code
-        return int(code or 0)

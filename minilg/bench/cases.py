@@ -7,6 +7,11 @@ A family with only mini models gets its first mini model rebuilt in Swin-T's fra
 runs at the same channels as the others. Every distinct mixer of each chosen stage is a case
 (Swin's W-MSA *and* SW-MSA: block 0 and block 1), so a new mechanism appears without touching
 the benchmark.
+
+With ``extras``, mixers built alone at Swin-T's stage-1 width (C = 96, 3 heads) join them
+(:func:`extra_cases`): full MSA (so that every mechanism can be compared at one width) and
+SALG's intra-region attention at margins p = 1 and p = 2 (segmentation included), which the
+targets compare with W-MSA.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from torch import nn
 
 import minilg.models  # noqa: F401  (registers every family)
 from minilg.attention.base import TokenMixer
+from minilg.attention.full import FullAttention
+from minilg.attention.semantic_regions import SemanticRegionAttention
 from minilg.attention.window import WindowAttention
 from minilg.bench.settings import BenchError
 from minilg.registry import create_model, list_models, model_entry
 
 __all__ = ["FRAME_OVERRIDES", "SIZE_WORDS", "Case", "build_model", "canonical_models",
-           "discover_cases", "mixer_label", "stage_blocks"]
+           "discover_cases", "extra_cases", "mixer_label", "stage_blocks"]
 
 FRAME_OVERRIDES: dict[str, Any] = {  # Swin-T's frame, for families without a full-size model
     "dims": (96, 192, 384, 768), "depths": (2, 2, 6, 2), "heads": (3, 6, 12, 24),
@@ -51,6 +58,7 @@ class Case:
     dim: int
     mixer: TokenMixer = field(repr=False, compare=False)
     block_module: nn.Module | None = field(default=None, repr=False, compare=False)
+    variant: str = ""  # what sets an extra case apart: "C=96", "p=1", "p=2"
 
 
 def mixer_label(mixer: nn.Module) -> str:
@@ -126,12 +134,36 @@ def _stage_cases(
     return cases
 
 
+def extra_cases(families: Sequence[str], keys: set[str] | None) -> list[Case]:
+    """Mixers alone at C = 96, 3 heads (seeded, default init): ``C96 MSA`` for ``deit``, ``C96
+    SALG p=1`` and ``p=2`` (window 7) for ``salg``, when ``keys`` (lower-case names) allow."""
+    built: list[tuple[str, str, str, TokenMixer]] = []
+    if "deit" in families:
+        torch.manual_seed(0)
+        built.append(("deit", "C96 MSA", "C=96", FullAttention(96, 3)))
+    if "salg" in families:
+        for margin in (1, 2):
+            torch.manual_seed(0)
+            built.append(("salg", f"C96 SALG p={margin}", f"p={margin}",
+                          SemanticRegionAttention(96, 3, window=7, margin=margin)))
+    cases = []
+    for family, name, variant, mixer in built:
+        label = mixer_label(mixer)
+        if keys is not None and not {label.lower(), type(mixer).__name__.lower()} & keys:
+            continue
+        cases.append(Case(name, family, "(mixer alone)", 1, 0, label, 96, mixer.eval(),
+                          None, variant))
+    return cases
+
+
 def discover_cases(
     families: Sequence[str] | None = None,
     mixers: Sequence[str] | None = None,
     stages: Sequence[int] = (1,),
+    extras: bool = False,
 ) -> list[Case]:
-    """Cases for the chosen families (all by default), stages (1-based) and mixer names.
+    """Cases for the chosen families (all by default), stages (1-based) and mixer names, and
+    with ``extras`` the :func:`extra_cases` of those families (stage 1 only).
 
     ``mixers`` matches the short name (``W-MSA``, ``SW-MSA``, ``GG-MSA``, ...) or the class name,
     case-insensitively. Unknown families are a :class:`BenchError` naming the known ones.
@@ -149,4 +181,6 @@ def discover_cases(
         for stage, blocks in enumerate(stage_blocks(model), start=1):
             if stage in stages:
                 cases.extend(_stage_cases(name, family, stage, blocks, keys))
+    if extras and 1 in stages:
+        cases.extend(extra_cases(wanted, keys))
     return cases

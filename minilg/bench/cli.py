@@ -20,10 +20,19 @@ import torch
 from minilg.bench.breakdown import breakdown
 from minilg.bench.cases import Case, discover_cases
 from minilg.bench.memory import block_memory, estimated_bytes
-from minilg.bench.report import breakdown_table, environment, print_report, write_outputs
-from minilg.bench.settings import DTYPES, BenchError, Settings
+from minilg.bench.official import run_official
+from minilg.bench.report import (
+    breakdown_table,
+    environment,
+    official_table,
+    print_report,
+    train_step_table,
+    write_outputs,
+)
+from minilg.bench.settings import DTYPES, PATHS, BenchError, Settings
 from minilg.bench.targets import evaluate
 from minilg.bench.timing import Row, matmul_peak, measure, scaling
+from minilg.bench.train_step import train_steps
 from minilg.io import progress
 
 __all__ = ["DEFAULT_SIZES", "DESCRIPTION", "add_arguments", "command_line", "run", "run_all",
@@ -31,8 +40,10 @@ __all__ = ["DEFAULT_SIZES", "DESCRIPTION", "add_arguments", "command_line", "run
 
 DESCRIPTION = (
     "Exact MACs, forward and forward+backward time, GFLOP/s against a matmul peak, peak memory "
-    "and time scaling of every mixer, beside a straightforward version of the same math. "
-    "Nothing is asserted: the figures are this machine's."
+    "and time scaling of every mixer, beside a plain implementation of the same math (and the "
+    "older straightforward one), in paired rounds of rotated order; optionally training steps "
+    "of the mini models and the official code (--official DIR). Nothing is asserted: the "
+    "figures are this machine's."
 )
 DEFAULT_SIZES = (28, 56, 112, 224)
 
@@ -44,8 +55,8 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--sizes", {"type": int, "nargs": "+", "default": list(DEFAULT_SIZES),
                  "help": "square map sides"}),
     ("--threads", {"type": int, "default": 1, "help": "torch.set_num_threads (default 1)"}),
-    ("--repeats", {"type": int, "default": 5,
-                   "help": "timed runs per path and mode (median)"}),
+    ("--rounds", {"type": int, "default": 9, "help": "paired rounds: each times every path "
+                  "once, in rotated order (default 9); ratios are medians of per-round ratios"}),
     ("--warmup", {"type": int, "default": 2, "help": "untimed runs first"}),
     ("--families", {"nargs": "+",
                     "help": "model families (default: every registered family)"}),
@@ -58,8 +69,24 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--block-memory", {"action": "store_true", "help": "also measure the stage-1 SW block's "
                         "forward memory at --block-batch"}),
     ("--block-batch", {"type": int, "default": 128}),
-    ("--peak-n", {"type": int, "default": 2048,
-                  "help": "side of the fp32 matmul peak (default 2048)"}),
+    ("--peak-n", {"type": int, "default": 1024, "help": "side of the fp32 matmul peak, timed "
+                  "once per round with the cases (default 1024)"}),
+    ("--no-extras", {"action": "store_true", "help": "leave out the mixers built alone at C 96 "
+                     "(MSA; SALG at p = 1 and 2)"}),
+    ("--no-straightforward", {"action": "store_true", "help": "time the core and the plain "
+                              "baseline only (not the older straightforward path)"}),
+    ("--train-step", {"action": "store_true", "help": "also time a training step of "
+                      "focal_mini, salg_mini, hat_net_mini against swin_mini's"}),
+    ("--train-batch", {"type": int, "default": 64}),
+    ("--official", {"type": Path, "metavar": "DIR", "help": "a folder holding checkouts of "
+                    "Swin-Transformer, Focal-Transformer and/or HAT-Net: time their modules "
+                    "beside minilg's with the same weights (outputs checked equal first)"}),
+    ("--official-memory-batch", {"type": int, "default": 128, "help": "batch of the SW-MSA "
+                                 "memory comparison with --official (0: skip)"}),
+    ("--official-only", {"action": "store_true", "help": "with --official: no mixer cases, "
+                         "only the official comparison (and --train-step, --block-memory)"}),
+    ("--official-models", {"action": "store_true", "help": "with --official: also the whole "
+                           "Tiny models on 224 px images"}),
     ("--breakdown", {"action": "store_true", "help": "also profile each configuration's whole "
                      "block (forward, no grad): time and exact MACs per category (projections, "
                      "attention, bias & masks, gather/pool, convolution, MLP, norms, "
@@ -70,10 +97,14 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
+#: Older spellings still accepted: ``--repeats`` was the number of (unpaired) timed runs.
+ALIASES = {"--rounds": ("--repeats",)}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m minilg bench``."""
     for flag, keywords in OPTIONS:
-        parser.add_argument(flag, **keywords)
+        parser.add_argument(flag, *ALIASES.get(flag, ()), **keywords)
 
 
 def _dest(flag: str) -> str:
@@ -101,13 +132,18 @@ def command_line(args: argparse.Namespace) -> str:
 def settings_from(args: argparse.Namespace) -> Settings:
     """The run's settings; a :class:`BenchError` names a bad option."""
     positive = {"--batch": [args.batch], "--sizes": args.sizes, "--threads": [args.threads],
-                "--repeats": [args.repeats], "--stages": args.stages,
-                "--block-batch": [args.block_batch], "--peak-n": [args.peak_n]}
+                "--rounds": [args.rounds], "--stages": args.stages,
+                "--block-batch": [args.block_batch], "--peak-n": [args.peak_n],
+                "--train-batch": [args.train_batch]}
     for option, values in positive.items():
         if any(v < 1 for v in values):
             raise BenchError(f"{option} must be positive integers, got {values}")
-    if args.warmup < 0 or args.memory_limit <= 0:
-        raise BenchError("--warmup must be >= 0 and --memory-limit > 0 (GiB)")
+    if args.warmup < 0 or args.memory_limit <= 0 or args.official_memory_batch < 0:
+        raise BenchError("--warmup and --official-memory-batch must be >= 0 and --memory-limit "
+                         "> 0 (GiB)")
+    if args.official is not None and not args.official.is_dir():
+        raise BenchError(f"--official must be a folder holding official checkouts, got "
+                         f"{args.official}")
     try:
         device = torch.device(args.device)
     except RuntimeError as e:
@@ -116,7 +152,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise BenchError(f"--device must be cpu or cuda, got {args.device!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError(f"--device {args.device}: CUDA is not available in this torch build")
-    return Settings(device, DTYPES[args.dtype], args.batch, args.repeats, args.warmup,
+    return Settings(device, DTYPES[args.dtype], args.batch, args.rounds, args.warmup,
                     args.threads)
 
 
@@ -143,14 +179,15 @@ def run_all(
     notes: list[str] = []
     breakdowns: list[dict[str, Any]] = []
     configs = [(case, size) for case in cases for size in args.sizes]
+    paths = [p for p in PATHS if not (args.no_straightforward and p == "straightforward")]
     for case, size in progress(configs, desc="bench", unit="cfg"):
         note = _skip_note(case, size, args, settings)
         if note:
             notes.append(note)
             continue
         try:
-            rows.extend(measure(case, size, settings, peak))
-            if args.breakdown:
+            rows.extend(measure(case, size, settings, args.peak_n, paths))
+            if args.breakdown and case.block_module is not None:
                 breakdowns.append(breakdown(case, size, settings))
         except (ValueError, torch.OutOfMemoryError) as e:
             notes.append(f"{case.name} @ {size}: skipped, {type(e).__name__}: {e}")
@@ -162,34 +199,39 @@ def run_all(
 def _print_header(env: dict[str, Any], settings: Settings, cases: Sequence[Case]) -> None:
     print(f"minilg bench: torch {env['torch']}, {settings.device} {env['gpu'] or ''}"
           f" dtype {env['dtype']}, batch {settings.batch}, threads {settings.threads}, "
-          f"median of {settings.repeats} after {settings.warmup} warm-up, interleaved")
+          f"{settings.repeats} paired rounds in rotated order after {settings.warmup} warm-up; "
+          f"load average {env['loadavg_1_5_15']}")
     print(f"matmul peak (fp32, n={env['matmul_peak_n']}): {env['matmul_peak_gflops']:.1f} "
-          "GFLOP/s; GMACs per image; x = straightforward / core; IQR% = largest spread of the "
-          "four timings;\ndiff = max|core - ref| / max(1, max|ref|)\n")
+          "GFLOP/s at the start, then timed in every round (%peak uses the configuration's "
+          "own);\nGMACs per image; x = plain / core, median of per-round ratios [q1, q3]; "
+          "sf = straightforward; IQR% = largest spread of the timings;\n"
+          "diff = max|path - core| / max(1, max|core|), the largest over the paths\n")
     if any(case.model.endswith("*") for case in cases):
         print("* a family with only mini models, rebuilt in Swin-T's frame (C 96, 3 heads)\n")
 
 
 def _peak_after(env: dict[str, Any], rows: Sequence[Row], args: argparse.Namespace,
                 settings: Settings) -> None:
-    """Measure the matmul peak again; the better of the two is the peak (a load spike may have
-    hit the first one), and every row's share of it follows."""
+    """Measure the matmul peak again after the cases; record it beside the one before, the
+    peaks timed in the rounds of every configuration, and the load average at the end."""
     peak = env["matmul_peak_gflops"]
     after = matmul_peak(settings.device, args.peak_n, settings.repeats, settings.warmup)
     env["matmul_peak_gflops_before_after"] = [peak, after]
+    env["matmul_peak_gflops_in_rounds"] = list(
+        {(r.case, r.size): r.peak_gflops for r in rows}.values())
     if hasattr(os, "getloadavg"):
         env["loadavg_1_5_15_end"] = [round(v, 2) for v in os.getloadavg()]
-    if after > peak:
-        env["matmul_peak_gflops"] = after
-        for row in rows:
-            row.peak_fraction = row.gflops / after
-        print(f"matmul peak measured again after the cases: {after:.1f} GFLOP/s (used for %peak)")
+    print(f"matmul peak after the cases: {after:.1f} GFLOP/s; load average at the end "
+          f"{env.get('loadavg_1_5_15_end')}")
 
 
 def bench(args: argparse.Namespace, settings: Settings, command: str) -> int:
     """Discover, measure, print and write; returns the exit code."""
-    cases = discover_cases(args.families, args.mixers, args.stages)
-    if not cases:
+    if args.official_only and args.official is None:
+        raise BenchError("--official-only needs --official DIR")
+    cases = ([] if args.official_only else
+             discover_cases(args.families, args.mixers, args.stages, extras=not args.no_extras))
+    if not cases and not args.official_only:
         raise BenchError(f"no mixer matches --families {args.families} --mixers {args.mixers} "
                          f"--stages {args.stages}")
     for case in cases:
@@ -198,17 +240,29 @@ def bench(args: argparse.Namespace, settings: Settings, command: str) -> int:
     env = environment(settings, peak, args, command)
     _print_header(env, settings, cases)
     rows, notes, breakdowns = run_all(cases, args, settings, peak)
-    _peak_after(env, rows, args, settings)
     blocks = block_memory(settings, args.block_batch) if args.block_memory else []
+    steps = train_steps(settings, args.train_batch) if args.train_step else []
+    official: list[dict[str, Any]] = []
+    memory: dict[str, Any] | None = None
+    if args.official is not None:
+        official, memory, more = run_official(args.official, settings,
+                                              args.official_memory_batch, args.official_models)
+        notes.extend(more)
+    _peak_after(env, rows, args, settings)
     exponents = scaling(rows)
-    targets = evaluate(rows, settings, blocks)
+    targets = evaluate(rows, settings, blocks, steps, official, memory)
+    if steps:
+        print(train_step_table(steps))
+    if official:
+        print(official_table(official, memory))
     print_report(rows, notes, blocks, targets, exponents)
     if breakdowns:
         print("\nWhere the block's forward spends its time (ms; MACs %), --breakdown:")
         print(breakdown_table(breakdowns))
     payload = {"environment": env, "scaling": exponents, "block_memory": blocks,
                "targets": [asdict(t) for t in targets], "notes": list(notes),
-               "breakdown": breakdowns}
+               "breakdown": breakdowns, "train_step": steps, "official": official,
+               "official_memory": memory}
     written = write_outputs(args.out, payload, rows)
     print(f"\nwrote {', '.join(str(p) for p in written)}")
     return 0

@@ -8,6 +8,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import os
 import platform
 import time
@@ -29,55 +30,108 @@ __all__ = ["breakdown_records", "breakdown_table", "cpu_model", "environment", "
            "write_outputs"]
 
 
-def _reference(rows: Sequence[Row], core: Row) -> Row:
-    """The straightforward row of the same case and map as ``core``."""
-    return next(s for s in rows if s.case == core.case and s.size == core.size and s is not core)
+def _path(rows: Sequence[Row], core: Row, path: str) -> Row | None:
+    """The row of ``path`` for the same case and map as ``core``."""
+    return next((s for s in rows if s.case == core.case and s.size == core.size
+                 and s.path == path), None)
+
+
+def _ms(row: Row | None, attr: str) -> str:
+    return "-" if row is None else f"{getattr(row, attr):.2f}"
+
+
+def _x(value: float, iqr: Sequence[float] = ()) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{value:.2f}" + (f" [{iqr[0]:.2f},{iqr[1]:.2f}]" if len(iqr) == 2 else "")
 
 
 def results_table(rows: Sequence[Row]) -> str:
-    """One line per (case, map): core and straightforward side by side; ``IQR%`` is the
-    largest interquartile range of the four timings, relative to its median."""
-    head = (f"{'case':<30}{'map':>5}{'GMACs':>8}{'fwd ms':>9}{'ref':>9}{'x':>6}"
-            f"{'f+b ms':>9}{'ref':>9}{'x':>6}{'GFLOP/s':>9}{'%peak':>7}"
-            f"{'MiB fwd':>9}{'ref':>8}{'MiB f+b':>9}{'ref':>8}{'IQR%':>6}{'diff':>9}")
+    """One line per (case, map): the core beside the plain baseline and the straightforward
+    path; ``x`` is plain / core (median of per-round ratios, ``[q1, q3]``), ``sf x`` the same
+    against the straightforward path; ``IQR%`` the largest interquartile range of the timings,
+    relative to its median."""
+    width = max([30, *(len(r.case) + 2 for r in rows)])
+    head = (f"{'case':<{width}}{'map':>5}{'GMACs':>8}{'fwd ms':>9}{'plain':>9}{'sf':>9}"
+            f"{'x [q1,q3]':>19}{'sf x':>6}{'f+b ms':>9}{'plain':>9}{'sf':>9}{'x [q1,q3]':>19}"
+            f"{'sf x':>6}{'GFLOP/s':>9}{'%peak':>7}{'MiB f+b':>9}{'plain':>8}{'IQR%':>6}"
+            f"{'diff':>9}")
     lines = [head, "-" * len(head)]
     for r in (r for r in rows if r.path == "core"):
-        ref = _reference(rows, r)
+        plain, sf = _path(rows, r, "plain"), _path(rows, r, "straightforward")
+        spreads = [s for row in (r, plain, sf) if row is not None
+                   for s in (row.fwd_spread, row.fwdbwd_spread)]
         lines.append(
-            f"{r.case:<30}{r.size:>5}{r.macs / 1e9:>8.3f}{r.fwd_ms:>9.2f}{ref.fwd_ms:>9.2f}"
-            f"{r.speedup_fwd:>6.2f}{r.fwdbwd_ms:>9.2f}{ref.fwdbwd_ms:>9.2f}"
-            f"{r.speedup_fwdbwd:>6.2f}{r.gflops:>9.1f}{100 * r.peak_fraction:>7.0f}"
-            f"{r.fwd_mib:>9.0f}{ref.fwd_mib:>8.0f}{r.fwdbwd_mib:>9.0f}{ref.fwdbwd_mib:>8.0f}"
-            f"{100 * max(r.fwd_spread, r.fwdbwd_spread, ref.fwd_spread, ref.fwdbwd_spread):>6.0f}"
-            f"{r.diff:>9.1e}"
+            f"{r.case:<{width}}{r.size:>5}{r.macs / 1e9:>8.3f}{r.fwd_ms:>9.2f}"
+            f"{_ms(plain, 'fwd_ms'):>9}{_ms(sf, 'fwd_ms'):>9}"
+            f"{_x(r.speedup_fwd, r.speedup_fwd_iqr):>19}{_x(r.vs_straightforward_fwd):>6}"
+            f"{r.fwdbwd_ms:>9.2f}{_ms(plain, 'fwdbwd_ms'):>9}{_ms(sf, 'fwdbwd_ms'):>9}"
+            f"{_x(r.speedup_fwdbwd, r.speedup_fwdbwd_iqr):>19}"
+            f"{_x(r.vs_straightforward_fwdbwd):>6}{r.gflops:>9.1f}{100 * r.peak_fraction:>7.0f}"
+            f"{r.fwdbwd_mib:>9.0f}{'-' if plain is None else f'{plain.fwdbwd_mib:.0f}':>8}"
+            f"{100 * max(spreads):>6.0f}{r.diff:>9.1e}"
         )
     return "\n".join(lines)
 
 
 def results_markdown(rows: Sequence[Row], exponents: Sequence[dict[str, Any]]) -> str:
     """The table as markdown (``bench.md``), with the core's forward time exponents."""
-    lines = ["| case | map | GMACs | fwd ms | ref | x | f+b ms | ref | x | GFLOP/s | % peak "
-             "| MiB f+b | ref | exp. fwd |", "|---|" + "---:|" * 13]
+    lines = ["| case | map | GMACs | fwd ms | plain | x plain [q1, q3] | x sf | f+b ms | plain "
+             "| x plain [q1, q3] | x sf | GFLOP/s | % peak | MiB f+b | exp. fwd |",
+             "|---|" + "---:|" * 14]
     for r in (r for r in rows if r.path == "core"):
-        ref = _reference(rows, r)
+        plain = _path(rows, r, "plain")
         slope = next((e["fwd"] for e in exponents if e["case"] == r.case and e["path"] == "core"
                       and e["to"] == r.size and e["from"] < r.size), None)
         lines.append(
-            f"| {r.case} | {r.size} | {r.macs / 1e9:.3f} | {r.fwd_ms:.1f} | {ref.fwd_ms:.1f} | "
-            f"{r.speedup_fwd:.2f} | {r.fwdbwd_ms:.1f} | {ref.fwdbwd_ms:.1f} | "
-            f"{r.speedup_fwdbwd:.2f} | {r.gflops:.1f} | {100 * r.peak_fraction:.0f} | "
-            f"{r.fwdbwd_mib:.0f} | {ref.fwdbwd_mib:.0f} | "
+            f"| {r.case} | {r.size} | {r.macs / 1e9:.3f} | {r.fwd_ms:.1f} | "
+            f"{_ms(plain, 'fwd_ms')} | {_x(r.speedup_fwd, r.speedup_fwd_iqr)} | "
+            f"{_x(r.vs_straightforward_fwd)} | {r.fwdbwd_ms:.1f} | {_ms(plain, 'fwdbwd_ms')} | "
+            f"{_x(r.speedup_fwdbwd, r.speedup_fwdbwd_iqr)} | {_x(r.vs_straightforward_fwdbwd)} "
+            f"| {r.gflops:.1f} | {100 * r.peak_fraction:.0f} | {r.fwdbwd_mib:.0f} | "
             f"{'-' if slope is None else f'{slope:.2f}'} |"
         )
     return "\n".join(lines)
 
 
+def train_step_table(steps: Sequence[dict[str, Any]]) -> str:
+    """``--train-step``: each model's step and its ratio to the reference's."""
+    lines = [f"\nTraining step (batch {steps[0]['batch']}, {steps[0]['threads']} thread(s)); "
+             f"x = step / {steps[0]['reference']}'s, median of per-round ratios [q1, q3]:"]
+    for s in steps:
+        q1, q3 = s["vs_reference_iqr"]
+        lines.append(f"  {s['model']:<16}{s['step_ms']:>10.1f} ms{s['vs_reference']:>8.2f}x "
+                     f"[{q1:.2f}, {q3:.2f}]")
+    return "\n".join(lines)
+
+
+def official_table(records: Sequence[dict[str, Any]], memory: dict[str, Any] | None) -> str:
+    """``--official``: each case's official and minilg times, their ratio, the output check."""
+    lines = ["\nOfficial code beside minilg (same weights; x = official / minilg, median of "
+             "per-round ratios [q1, q3]):",
+             f"  {'case':<22}{'batch':>6}{'map':>5}{'official ms':>13}{'minilg ms':>11}"
+             f"{'x [q1, q3]':>20}{'max diff':>10}"]
+    for r in records:
+        if r.get("ratio") is None:
+            lines.append(f"  {r['case']:<22}{r['batch']:>6}{r['size']:>5}  {r['note']}")
+            continue
+        x = _x(r["ratio"], r["ratio_iqr"])
+        lines.append(f"  {r['case']:<22}{r['batch']:>6}{r['size']:>5}{r['official_ms']:>13.2f}"
+                     f"{r['minilg_ms']:>11.2f}{x:>20}{r['max_diff']:>10.1e}")
+    if memory is not None:
+        lines.append(f"  memory, {memory['case']}, batch {memory['batch']}, no grad, peak above "
+                     f"the input: official {memory['official_mib']:,.0f} MiB, minilg "
+                     f"{memory['minilg_mib']:,.0f} MiB ({memory['times_below']:.2f}x below)")
+    return "\n".join(lines)
+
+
 def scaling_table(exponents: Sequence[dict[str, Any]]) -> str:
     """One line per (case, path, pair of maps): the exponents of MACs and of time."""
-    lines = [f"{'case':<30}{'path':<17}{'maps':>11}{'MACs':>7}{'fwd':>7}{'f+b':>7}"]
+    width = max([30, *(len(e["case"]) + 2 for e in exponents)])
+    lines = [f"{'case':<{width}}{'path':<17}{'maps':>11}{'MACs':>7}{'fwd':>7}{'f+b':>7}"]
     for e in exponents:
         maps = f"{e['from']}->{e['to']}"
-        lines.append(f"{e['case']:<30}{e['path']:<17}{maps:>11}{e['macs']:>7.2f}"
+        lines.append(f"{e['case']:<{width}}{e['path']:<17}{maps:>11}{e['macs']:>7.2f}"
                      f"{e['fwd']:>7.2f}{e['fwdbwd']:>7.2f}")
     return "\n".join(lines)
 
@@ -155,7 +209,7 @@ def plot(rows: Sequence[Row], path: Path) -> bool:
     for ax, attr, title in ((axes[0], "fwd_ms", "forward"),
                             (axes[1], "fwdbwd_ms", "forward + backward")):
         for index, case in enumerate(cases):
-            for kind, style in zip(PATHS, ("-", "--"), strict=True):
+            for kind, style in zip(PATHS, ("-", "--", ":"), strict=True):
                 series = sorted((r for r in rows if r.case == case and r.path == kind),
                                 key=lambda r: r.tokens)
                 ax.plot([r.tokens for r in series], [getattr(r, attr) for r in series],
@@ -166,7 +220,8 @@ def plot(rows: Sequence[Row], path: Path) -> bool:
         ax.grid(True, which="both", alpha=0.3)
     axes[1].legend(fontsize=7, loc="upper left")
     figure.suptitle(f"minilg bench: {rows[0].device}, {rows[0].dtype}, batch {rows[0].batch}, "
-                    f"{rows[0].threads} thread(s); solid core, dashed straightforward")
+                    f"{rows[0].threads} thread(s); solid core, dashed plain, dotted "
+                    "straightforward")
     atomic_write_with(path, lambda tmp: figure.savefig(tmp, dpi=120))
     return True
 
@@ -215,7 +270,8 @@ def environment(
         "loadavg_1_5_15": None if load is None else [round(v, 2) for v in load],
         "note": args.note,
         "device": str(settings.device), "dtype": args.dtype, "batch": settings.batch,
-        "threads": settings.threads, "repeats": settings.repeats, "warmup": settings.warmup,
+        "threads": settings.threads, "rounds": settings.repeats, "repeats": settings.repeats,
+        "warmup": settings.warmup,
         "sizes": args.sizes, "memory_limit_gib": args.memory_limit,
         "matmul_peak_gflops": peak, "matmul_peak_n": args.peak_n,
         "gpu": torch.cuda.get_device_name(settings.device)
