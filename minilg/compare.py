@@ -19,6 +19,7 @@ import contextlib
 import csv
 import dataclasses
 import io
+import os
 import shutil
 import statistics
 import time
@@ -82,12 +83,28 @@ def compare(
         out_dir = None
         if out is not None:
             out_dir = check_writable_folder(out)
+            _check_outputs(out_dir)
             held.enter_context(run_lock(out_dir))  # one comparison per folder at a time
         configs = [_run_config(name, base, out_dir) for name in names]  # all checked first
-        rows = [_train_row(cfg, out_dir) for cfg in configs]
+        rows = [_train_row(cfg, base) for cfg in configs]
         if out_dir is not None and rows:
+            write_json(out_dir / COMPARE_MARKER, {"created_by": "python -m minilg compare"})
             write_outputs(rows, base, out_dir)
     return rows
+
+
+OUTPUTS = ("compare.csv", "compare.md", "compare.json", "compare.png")
+
+
+def _check_outputs(out_dir: Path) -> None:
+    """Before any training: the table files may be replaced only in a folder compare wrote them
+    in (its :data:`COMPARE_MARKER`)."""
+    found = [n for n in OUTPUTS if os.path.lexists(out_dir / n)]
+    if found and not (out_dir / COMPARE_MARKER).is_file():
+        raise RunExistsError(
+            f"{out_dir} already holds {', '.join(found)}, which compare did not write there: "
+            "move them away or choose another --out"
+        )
 
 
 def _check_models(models: Sequence[str], base: TrainConfig) -> list[str]:
@@ -106,7 +123,12 @@ def _check_models(models: Sequence[str], base: TrainConfig) -> list[str]:
 
 
 def _run_config(name: str, base: TrainConfig, out_dir: Path | None) -> TrainConfig:
-    """The config of one model's run; refuses a folder that compare did not create."""
+    """The config of one model's run; refuses a folder that compare did not create.
+
+    Called for every model before the first trains (an early refusal), and again by
+    :func:`_train_row` at the moment it claims the folder, under the folder's lock: a run that
+    appeared there in the meantime is refused, never replaced.
+    """
     if out_dir is None:
         return dataclasses.replace(base, model=name, out=None, resume=False)
     run_dir = out_dir / name
@@ -119,12 +141,22 @@ def _run_config(name: str, base: TrainConfig, out_dir: Path | None) -> TrainConf
     return dataclasses.replace(base, model=name, out=str(run_dir), resume=resume)
 
 
-def _train_row(cfg: TrainConfig, out_dir: Path | None) -> dict[str, Any]:
-    if cfg.out is not None and not cfg.resume:
-        run_dir = Path(cfg.out)
-        _clear_run(run_dir)  # a previous comparison's run (marked as ours), or nothing
+def _train_row(planned: TrainConfig, base: TrainConfig) -> dict[str, Any]:
+    """Claim the model's folder (check it again, under its lock), then train and measure.
+
+    Between the claim and ``train`` taking the lock again, a run that starts there holds the
+    lock (train is refused) and one that finished left a checkpoint (train refuses a fresh run
+    over it): either way nothing is lost.
+    """
+    cfg = planned
+    if planned.out is not None:
+        run_dir = Path(planned.out)
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / COMPARE_MARKER, {"created_by": "python -m minilg compare"})
+        with run_lock(run_dir):
+            cfg = _run_config(planned.model, base, run_dir.parent)
+            if not cfg.resume:
+                _clear_run(run_dir)  # a previous comparison's run (marked as ours), or nothing
+                write_json(run_dir / COMPARE_MARKER, {"created_by": "python -m minilg compare"})
     t0 = time.perf_counter()
     result = train(cfg)
     minutes = (time.perf_counter() - t0) / 60

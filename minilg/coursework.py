@@ -18,6 +18,11 @@ student's answer, so a student version fails at its self-checks and nowhere else
 exactly that (:func:`failing_cells`), and that putting the solutions back into a student version
 gives the instructor's code back character for character (:func:`restore_solutions`).
 
+Writing never loses work: every target is checked before anything is written, and only a
+student version this command wrote (marked in its notebook metadata, :data:`MARKER`) is ever
+replaced; silently when it is unchanged, only with ``--force`` once a student edited it. The
+instructor notebooks' own folder is refused as ``--out``; files are written atomically.
+
     python -m minilg coursework --out student/        # or: make coursework
 """
 
@@ -25,13 +30,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import importlib
+import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from minilg.errors import MinilgError
+from minilg.io import atomic_write_text
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 SELF_CHECK = "# Self-check"
@@ -73,15 +81,36 @@ def annotate(nb: Any, prefix: str) -> int:
     return count
 
 
+def marker_problem(source: str) -> str | None:
+    """What is wrong with the solution markers of one cell's source (None when nothing):
+    each ``BEGIN`` must be closed by an ``END`` before the next ``BEGIN``."""
+    open_at = None
+    for number, line in enumerate(source.splitlines(), 1):
+        text = line.strip()
+        if text.startswith(BEGIN):
+            if open_at is not None:
+                return f"nested solution markers ({BEGIN} on line {number} inside the one " \
+                       f"on line {open_at})"
+            open_at = number
+        elif text.startswith(END):
+            if open_at is None:
+                return f"{END} on line {number} without a {BEGIN} before it"
+            open_at = None
+    if open_at is not None:
+        return f"{BEGIN} on line {open_at} without an {END} after it"
+    return None
+
+
 def check_markers(nb: Any, name: str) -> list[str]:
     """Problems with the exercise conventions (an empty list when there are none)."""
     problems = []
     for index, cell in enumerate(nb.cells):
         source = _source(cell)
         meta = cell.get("metadata", {}).get("nbgrader", {})
+        bad = marker_problem(source) if cell.get("cell_type") == "code" else None
+        if bad:
+            problems.append(f"{name} cell {index}: {bad}")
         if is_exercise(cell):
-            if source.count(BEGIN) != source.count(END):
-                problems.append(f"{name} cell {index}: unbalanced solution markers")
             if not meta.get("solution"):
                 problems.append(f"{name} cell {index}: exercise without nbgrader solution metadata")
             following = nb.cells[index + 1] if index + 1 < len(nb.cells) else {}
@@ -150,20 +179,88 @@ def _nbformat() -> Any:
     return importlib.import_module("nbformat")
 
 
-def write_student_versions(notebooks: Iterable[Path], out: Path) -> list[Path]:
-    """Student versions of ``notebooks`` under ``out``; returns the paths written."""
+# A student version carries this key in its notebook metadata: what it was made from and a
+# digest of its cells as written, so that a rerun knows the file is the tool's (and unedited).
+MARKER = "minilg_student_version"
+
+
+def _cells_digest(nb: Any) -> str:
+    cells = [{"cell_type": c.get("cell_type"), "source": _source(c)} for c in nb.cells]
+    return hashlib.sha256(json.dumps(cells, sort_keys=True).encode()).hexdigest()
+
+
+def _marked(nb: Any, source: Path) -> Any:
+    nb.metadata[MARKER] = {"source": source.name, "cells_sha256": _cells_digest(nb)}
+    return nb
+
+
+def _existing_target(target: Path, force: bool) -> str | None:
+    """Why ``target`` must not be replaced (None: it may be): only a student version this tool
+    wrote is ever replaced, silently when unedited, with ``force`` when a student edited it."""
+    if not target.exists() and not target.is_symlink():
+        return None
+    if target.is_symlink() or not target.is_file():
+        return f"{target} exists and is not a notebook this command wrote"
+    try:
+        current = _nbformat().read(target, as_version=4)
+        marker = current.metadata.get(MARKER)
+    except Exception:  # unreadable JSON, not a notebook: not ours in any case
+        current, marker = None, None
+    if not isinstance(marker, dict):
+        return f"{target} exists and is not a student version this command wrote; move it away " \
+               "or choose another --out"
+    if force:
+        return None
+    if marker.get("cells_sha256") == _cells_digest(current):
+        return None  # exactly as written: regenerating it loses nothing
+    return f"{target} was edited since it was written; pass --force to replace it with a new " \
+           "student version (the edits are lost) or choose another --out"
+
+
+def check_targets(notebooks: Iterable[Path], out: Path, force: bool = False) -> list[Path]:
+    """The target of each notebook under ``out``, after checking all of them (CourseworkError
+    naming the first refusal): ``out`` a folder (or absent), not the notebooks' own folder, and
+    no target a file this command did not write."""
+    paths = list(notebooks)
+    if out.exists() and not out.is_dir():
+        raise CourseworkError(f"--out {out} is a file, not a folder: choose a folder path")
+    sources = {p.resolve().parent for p in paths}
+    if out.resolve() in sources:
+        raise CourseworkError(
+            f"--out {out} is the folder of the instructor notebooks: the student versions "
+            "would replace them; choose another folder (e.g. student/)"
+        )
+    targets = [out / p.name for p in paths]
+    for source, target in zip(paths, targets, strict=True):
+        if target.exists() and target.samefile(source):
+            raise CourseworkError(f"--out {out}: {target} is the instructor notebook itself")
+        problem = _existing_target(target, force)
+        if problem:
+            raise CourseworkError(problem)
+    return targets
+
+
+def write_student_versions(notebooks: Iterable[Path], out: Path, force: bool = False
+                           ) -> list[Path]:
+    """Student versions of ``notebooks`` under ``out``; returns the paths written.
+
+    Every notebook and every target is checked before anything is written
+    (:func:`check_markers`, :func:`check_targets`); each file is written atomically.
+    """
     nbformat = _nbformat()
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in notebooks:
+    paths = list(notebooks)
+    targets = check_targets(paths, out, force)
+    students = []
+    for path in paths:
         nb = nbformat.read(path, as_version=4)
         problems = check_markers(nb, path.name)
         if problems:
             raise CourseworkError("; ".join(problems))
-        target = out / path.name
-        nbformat.write(student_notebook(nb), target)
-        written.append(target)
-    return written
+        students.append(_marked(student_notebook(nb), path))
+    out.mkdir(parents=True, exist_ok=True)
+    for student, target in zip(students, targets, strict=True):
+        atomic_write_text(target, nbformat.writes(student) + "\n")
+    return targets
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,6 +269,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instructor notebooks (default: notebooks/NN_*.ipynb)")
     parser.add_argument("--out", type=Path, default=Path("student"),
                         help="folder for the student versions (default: student/)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace student versions edited since this command wrote them")
     parser.add_argument("--annotate", action="store_true",
                         help="add nbgrader metadata to exercise and self-check cells in place")
 
@@ -189,15 +288,16 @@ def run(args: argparse.Namespace) -> int:
         for path in paths:
             nb = nbformat.read(path, as_version=4)
             print(f"{path}: {annotate(nb, path.stem[:2])} exercise(s)")
-            nbformat.write(nb, path)
+            atomic_write_text(path, nbformat.writes(nb) + "\n")
         return 0
-    for target in write_student_versions(paths, args.out):
+    for target in write_student_versions(paths, args.out, args.force):
         print(f"wrote {target}")
     return 0
 
 
 __all__ = [
-    "BEGIN", "END", "SELF_CHECK", "STUB", "CourseworkError", "add_arguments", "annotate",
-    "check_markers", "failing_cells", "is_exercise", "is_self_check", "numbered_notebooks",
-    "restore_solutions", "run", "student_notebook", "write_student_versions",
+    "BEGIN", "END", "MARKER", "SELF_CHECK", "STUB", "CourseworkError", "add_arguments",
+    "annotate", "check_markers", "check_targets", "failing_cells", "is_exercise", "is_self_check",
+    "marker_problem", "numbered_notebooks", "restore_solutions", "run", "student_notebook",
+    "write_student_versions",
 ]

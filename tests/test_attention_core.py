@@ -260,7 +260,7 @@ def test_label_mask_allows_same_label_and_never_negative_keys() -> None:
 
 @pytest.mark.parametrize("mixer", [
     FullAttention(8, 2), WindowAttention(8, 2, 4, 2), FocalAttention(8, 2, 4, ((1, 8), (2, 6))),
-    FocalAttention(8, 2, 4, ((1, 8), (2, 6)), follow="official"),
+    FocalAttention(8, 2, 4, ((1, 8), (4, 3), (2, 4)), follow="official"),  # pooled k = 0, 1
     GlanceGazeAttention(8, 2, partition=3), HierarchicalAttention(8, 2, grid=2, pool=2),
 ])
 def test_every_mixer_attends_through_the_named_scopes(mixer: torch.nn.Module) -> None:

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 import minilg
+from minilg.attention.spatial_reduction import SpatialReductionAttention
 from minilg.attention.window import WindowAttention
 from minilg.cli import main
 from minilg.convert import (
@@ -33,6 +34,7 @@ from minilg.convert import (
     convert_official,
     from_official,
     read_official_yaml,
+    unwrap_state_dict,
 )
 from minilg.convert.swin import (
     OFFICIAL_DEFAULTS,
@@ -138,9 +140,14 @@ def test_deit_models_use_layer_norm_eps_1e6() -> None:
     for name in ("deit_tiny", "deit_mini", "gg_deit_tiny"):
         norms = [m for m in minilg.create_model(name).modules() if isinstance(m, nn.LayerNorm)]
         assert norms and {m.eps for m in norms} == {1e-6}, name
-    sra = minilg.create_model("sra_mini")  # PVT: the blocks' and the final norm
-    assert {m.eps for m in sra.stages.modules() if isinstance(m, nn.LayerNorm)} == {1e-6}
+    sra = minilg.create_model("sra_mini")  # PVT: the blocks' and the final norm 1e-6, ...
+    reduction = {id(m.norm) for m in sra.modules() if isinstance(m, SpatialReductionAttention)}
+    assert {m.eps for m in sra.stages.modules()
+            if isinstance(m, nn.LayerNorm) and id(m) not in reduction} == {1e-6}
     assert sra.norm.eps == 1e-6
+    # ... and SRA's reduction norm PVT's nn.LayerNorm(dim) default, 1e-5
+    assert {m.eps for m in sra.modules() if id(m) in reduction
+            and isinstance(m, nn.LayerNorm)} == {1e-5}
 
 
 def test_every_fixture_key_accounted(
@@ -470,3 +477,88 @@ def test_cli_expected_failures_print_one_line_and_exit_2(
     assert code == 2 and stdout == ""
     assert stderr.count("\n") == 1 and message in stderr, stderr
     assert not paths["out"].exists()
+
+
+# ----------------------------------------------------------------------------- every family
+def read_fixture(name: str) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Tensor]]:
+    path = DATA / f"{name}.safetensors"
+    tensors = load_file(str(path))
+    with safe_open(str(path), "pt") as f:
+        config = json.loads(f.metadata()["config"])
+    prefix = "state_dict."
+    return ({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, config,
+            tensors)
+
+
+FAMILY_FIXTURES = [
+    ("swin", "swin_official_micro"), ("focal", "focal_official_micro"),
+    ("focal", "focal_official_levels3"), ("focal", "focal_official_levels4"),
+    ("hat_net", "hat_net_official_micro"),
+]
+
+
+@pytest.mark.parametrize(("family", "name"), FAMILY_FIXTURES)
+def test_cli_converts_every_family_into_a_file_load_model_reloads(
+    family: str, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from minilg.train import load_model
+
+    state, config, tensors = read_fixture(name)
+    ddp = {f"module.{k}": v for k, v in state.items()}  # a DDP checkpoint, wrapped twice
+    torch.save({"state_dict": ddp, "epoch": 3}, tmp_path / "ckpt.pth")
+    (tmp_path / "cfg.json").write_text(json.dumps(config))
+    out = tmp_path / "out.safetensors"
+    code, stdout, stderr = run_cli(["--family", family, "--config", str(tmp_path / "cfg.json"),
+                                    str(tmp_path / "ckpt.pth"), str(out)], capsys)
+    assert (code, stderr) == (0, ""), stderr
+    assert (f"unwrapped the checkpoint's 'state_dict' entry; the 'module.' prefix "
+            f"(DistributedDataParallel) of {len(state)} keys") in stdout
+    model, _ = load_model(out)
+    x = tensors["input_224"]
+    for dtype, tolerance in ((torch.float32, 1e-5), (torch.float64, 1e-10)):
+        with torch.no_grad():
+            logits = model.to(dtype)(x.to(dtype))
+        assert relative_error(logits, tensors["logits_224"]) <= tolerance
+
+
+@pytest.mark.parametrize("family", ["swin", "focal", "hat_net"])
+def test_eval_runs_on_each_converted_family(
+    family: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    state, config, _ = read_fixture(f"{family}_official_micro")
+    torch.save({"model": state}, tmp_path / "ckpt.pth")
+    (tmp_path / "cfg.json").write_text(json.dumps(config))
+    out = tmp_path / "out.safetensors"
+    assert run_cli(["--family", family, "--config", str(tmp_path / "cfg.json"),
+                    str(tmp_path / "ckpt.pth"), str(out)], capsys)[0] == 0
+    assert main(["eval", "--checkpoint", str(out), "--max-eval-samples", "2",
+                 "--batch-size", "2", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["n"] == 2 and metrics["resolution"] == 224
+
+
+def test_unwrap_names_what_it_unwrapped() -> None:
+    state = {"a.weight": torch.zeros(1)}
+    assert unwrap_state_dict(state) == (state, [])
+    inner, steps = unwrap_state_dict({"model": {"module.a.weight": state["a.weight"]},
+                                      "optimizer": {}, "epoch": 1})
+    assert inner == state
+    assert steps == ["the checkpoint's 'model' entry",
+                     "the 'module.' prefix (DistributedDataParallel) of 1 keys"]
+    partial = {"module.a": torch.zeros(1), "b": torch.zeros(1)}  # not every key: left alone
+    assert unwrap_state_dict(partial) == (partial, [])
+
+
+def test_swin_converts_without_the_index_and_mask_buffers(
+    fixture: tuple[dict[str, Tensor], dict[str, Any], dict[str, Tensor]],
+) -> None:
+    state, config, tensors = fixture
+    stripped = {k: v for k, v in state.items()
+                if not k.endswith(("relative_position_index", "attn_mask"))}
+    assert len(stripped) < len(state)
+    conversion = convert_official("swin", stripped, **config)
+    assert f"{len(state) - len(stripped)} relative_position_index / attn_mask" in \
+        conversion.summary()
+    with torch.no_grad():
+        logits = conversion.model(tensors["input_224"])
+    assert relative_error(logits, tensors["logits_224"]) <= 1e-5

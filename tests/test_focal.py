@@ -14,16 +14,22 @@ from minilg.attention import FullAttention, WindowAttention
 from minilg.attention.focal import FocalAttention, check_levels, focal_macs
 from minilg.attention.focal_official import (
     OfficialFocalAttention,
+    check_official_levels,
+    official_levels,
     official_ring_slots,
     official_to_paper_fine_bias,
 )
 from minilg.complexity import count_macs, measured_model_macs, model_macs
 from minilg.convert import ConversionError, convert_official
 from minilg.models.focal import keys_per_window
+from minilg.nn import DropPath
 
 DATA = Path(__file__).parent / "data"
 FOCAL_T = ((1, 13), (7, 7))
 FIG4 = ((1, 8), (2, 6), (4, 5))  # Fig. 4: window 4, three levels
+# Official mode, four levels (pooled k = 0, 1, 2 of sizes floor(s_p / 2^k)), focal window 5
+OFFICIAL4_W4 = official_levels(4, 2, 4, 5)
+OFFICIAL4_W7 = official_levels(7, 3, 4, 3)
 
 
 def num_params(model: torch.nn.Module) -> int:
@@ -42,10 +48,13 @@ def test_macs_are_exact(follow: str, size: tuple[int, int], shift: int, pool: st
     assert mixer.macs(*size) == measured
 
 
-@pytest.mark.parametrize("follow", ["paper", "official"])
-@pytest.mark.parametrize("size", [(20, 20), (11, 6)])
-def test_macs_are_exact_with_three_levels(follow: str, size: tuple[int, int]) -> None:
-    mixer = FocalAttention(8, 2, 4, FIG4, follow=follow)  # type: ignore[arg-type]
+@pytest.mark.parametrize("follow,window,levels", [
+    ("paper", 4, FIG4), ("official", 4, OFFICIAL4_W4), ("official", 7, OFFICIAL4_W7)])
+@pytest.mark.parametrize("size", [(20, 20), (11, 6), (15, 22)])
+@pytest.mark.parametrize("pool", ["fc", "conv", "mean"])
+def test_macs_are_exact_with_more_levels(follow: str, window: int, levels: tuple[tuple[int, int]],
+                                         size: tuple[int, int], pool: str) -> None:
+    mixer = FocalAttention(8, 2, window, levels, follow=follow, pool_mode=pool)  # type: ignore[arg-type]
     assert mixer.macs(*size) == count_macs(mixer, torch.randn(1, *size, 8))
 
 
@@ -169,6 +178,131 @@ def test_merged_official_biases_make_paper_mode_equal_official_where_nothing_wra
     assert diff[:7].max() > 1e-3  # border windows: the official ring wraps around
 
 
+def unfolded_pooled_keys(grid: tuple[int, int], k: int, focal_window: int) -> Tensor:
+    """Official pooled level k built literally: nn.Unfold of the pooled token ids (kernel
+    fw + 2^(k+1) - 2, stride 2^k, padding kernel // 2; zero padding read as -1), keeping the
+    kernel rows and columns >= 2^k - 1 for k > 0. ``(nW, s_r^2)``."""
+    ids = torch.arange(grid[0] * grid[1], dtype=torch.float64).view(1, 1, *grid) + 1
+    kernel = 2 * (focal_window // 2) + 2**k + 2**k - 1
+    unfold = torch.nn.Unfold(kernel, stride=2**k, padding=kernel // 2)
+    cols = unfold(ids)[0].t().view(-1, kernel, kernel)  # (nW, kernel, kernel)
+    cols = cols[:, 2**k - 1 :, 2**k - 1 :] if k > 0 else cols
+    return cols.flatten(1).long() - 1
+
+
+@pytest.mark.parametrize("window,levels,focal_window", [
+    (7, OFFICIAL4_W7, 3), (4, OFFICIAL4_W4, 5), (5, official_levels(5, 1, 3, 1), 1)])
+@pytest.mark.parametrize("size", [(14, 21), (28, 28), (10, 5)])
+def test_official_pooled_levels_gather_what_the_unfold_gathers(
+        window: int, levels: tuple[tuple[int, int], ...], focal_window: int,
+        size: tuple[int, int]) -> None:
+    mixer = FocalAttention(8, 1, window, levels, follow="official")
+    geo = mixer.build_geometry(*size, torch.device("cpu"))
+    hp, wp = geo.padded
+    keys = mixer.keys_per_window()
+    start, first = hp * wp, keys[0]
+    for number in range(1, len(levels)):
+        k = number - 1
+        grid = (hp // window * 2**k, wp // window * 2**k)
+        rows = grid[0] * grid[1]
+        got = geo.index[:, first : first + keys[number]] - start
+        got = torch.where((got >= 0) & (got < rows), got, -1)
+        assert torch.equal(got, unfolded_pooled_keys(grid, k, focal_window))
+        start, first = start + rows, first + keys[number]
+
+
+def test_official_pooled_level_trims_the_map_symmetrically() -> None:
+    mixer = FocalAttention(4, 1, 7, official_levels(7, 3, 3, 3), follow="official",
+                           pool_mode="mean")
+    x = torch.randn(1, 14, 14, 4, dtype=torch.float64)
+    # level k = 1: sub-windows of 3, two per window side, the 14 rows trimmed to 12 from row 1
+    pooled = mixer.pooled_input(2, x)
+    assert torch.equal(pooled, x[:, 1:13, 1:13])
+    regions = mixer.key_regions(14, 14)[2]
+    assert regions[0, 4].tolist() == [-1, -1, 0]  # s_r = 4: one token left of it, outside
+    assert regions[0, 5].tolist() == [1, 1, 3]  # window 0's own first pooled token
+    expected = x[:, 1:4, 1:4].mean(dim=(1, 2))
+    torch.testing.assert_close(mixer.pools[1](pooled)[:, 0, 0], expected)
+
+
+def test_official_own_window_bias_starts_at_zero_and_conv_pooling_is_depthwise() -> None:
+    mixer = FocalAttention(8, 2, 7, OFFICIAL4_W7, follow="official", pool_mode="conv")
+    assert isinstance(mixer, OfficialFocalAttention) and mixer.window_bias is not None
+    assert mixer.window_bias.bias_table.eq(0).all()
+    assert mixer.ring_bias is not None and mixer.ring_bias.bias_table.std() > 0
+    conv = mixer.pools[1].conv  # type: ignore[union-attr]
+    assert (conv.groups, conv.kernel_size, conv.stride) == (8, (3, 3), (3, 3))
+    x = torch.randn(1, 6, 9, 8)
+    expected = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), conv.weight, conv.bias,
+                                          stride=3, groups=8).permute(0, 2, 3, 1)
+    torch.testing.assert_close(mixer.pools[1](x), expected)
+
+
+def test_official_levels_are_validated() -> None:
+    assert check_official_levels(7, OFFICIAL4_W7) == ((1, 13), (7, 3), (3, 4), (1, 6))
+    with pytest.raises(ValueError, match=r"levels\[2\].*floor\(s_p / 2\^1\) = 3"):
+        FocalAttention(8, 1, 7, ((1, 13), (7, 5), (2, 6)), follow="official")
+    with pytest.raises(ValueError, match=r"levels\[1\].*even"):
+        FocalAttention(8, 1, 7, ((1, 13), (7, 4)), follow="official")
+    with pytest.raises(ValueError, match=r"levels\[3\].*= 0 >= 1"):
+        check_official_levels(2, ((1, 2), (2, 1), (1, 2), (1, 8)))
+
+
+# --- shifted windows: boundaries at s like Swin ---------------------------------------------
+
+
+def swin_keys_of(position: tuple[int, int], size: tuple[int, int], window: int,
+                 shift: int) -> set[int]:
+    """Swin's SW-MSA keys of one query, built literally: pad bottom/right, label the 3 x 3
+    regions of the padded map with slices (0, -M), (-M, -s), (-s, None), roll by -s, partition,
+    keep the query's window and region (padding is no key)."""
+    hp, wp = (-(-n // window) * window for n in size)
+    ids = torch.full((hp, wp), -1)
+    ids[: size[0], : size[1]] = torch.arange(size[0] * size[1]).view(*size)
+    region = torch.zeros(hp, wp, dtype=torch.long)
+    count = 0
+    for rows in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+        for cols in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+            region[rows, cols] = count
+            count += 1
+    rolled_ids = torch.roll(ids, (-shift, -shift), (0, 1))
+    query = position[0] * size[1] + position[1]
+    r, c = (int(v) for v in (rolled_ids == query).nonzero()[0])
+    top, left = r // window * window, c // window * window
+    block_ids = rolled_ids[top : top + window, left : left + window]
+    block_region = region[top : top + window, left : left + window]
+    same = (block_region == region[r, c]) & (block_ids >= 0)
+    return set(block_ids[same].tolist())
+
+
+@pytest.mark.parametrize("window", [5, 7])
+def test_shifted_corner_queries_see_swins_keys_in_paper_mode(window: int) -> None:
+    shift, size = window // 2, (2 * window + 3, 3 * window + 1)
+    mixer = FocalAttention(8, 1, window, ((1, window),), shift=shift)
+    geo = mixer.build_geometry(*size, torch.device("cpu"))
+    assert geo.offset == window - shift  # boundaries at rows s, s + M, ... as Swin's
+    index, allowed = fine_keys(mixer, *size)
+    assert allowed is not None
+    wp = geo.padded[1]
+    for position in ((0, 0), (0, size[1] - 1), (size[0] - 1, 0), (size[0] - 1, size[1] - 1)):
+        row, col = position[0] + geo.offset, position[1] + geo.offset
+        n = (row // window) * (wp // window) + col // window
+        keys = {int(k) for k, ok in zip(index[n], allowed[n, 0, 0], strict=True) if ok}
+        assert keys == swin_keys_of(position, size, window, shift)
+
+
+@pytest.mark.parametrize("size", [(14, 14), (17, 23)])
+def test_shifted_paper_mode_with_one_window_level_equals_swin_sw_msa(
+        size: tuple[int, int]) -> None:
+    focal = FocalAttention(16, 2, 7, ((1, 7),), shift=3).double()
+    window = WindowAttention(16, 2, 7, shift=3).double()
+    window.load_state_dict({"qkv.weight": focal.qkv.weight, "qkv.bias": focal.qkv.bias,
+                            "proj.weight": focal.proj.weight, "proj.bias": focal.proj.bias,
+                            "position_bias.bias_table": focal.fine_bias.bias_table})  # type: ignore[union-attr]
+    x = torch.randn(2, *size, 16, dtype=torch.float64)
+    torch.testing.assert_close(focal(x), window(x), rtol=0, atol=1e-12)
+
+
 # --- validation ---------------------------------------------------------------------------
 
 
@@ -192,7 +326,7 @@ def test_even_regions_of_fig_4_are_valid_and_bad_options_raise() -> None:
     with pytest.raises(ValueError, match="shift"):
         FocalAttention(8, 1, 4, FIG4, shift=4)
     with pytest.raises(ValueError, match="pool_mode"):
-        FocalAttention(8, 1, 4, FIG4, pool_mode="conv")  # type: ignore[arg-type]
+        FocalAttention(8, 1, 4, FIG4, pool_mode="avg")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="interactions"):
         minilg.create_model("focal_mini", interactions="all")
 
@@ -247,6 +381,34 @@ def test_ablation_switches_change_the_keys() -> None:
     assert wide[0] == (20 * 20, 49)
 
 
+def test_official_levels_expand_sizes_and_expand_layer_reach_the_blocks() -> None:
+    model = meta_model("focal_tiny", follow="official", focal_levels=(4, 2, 3, 1),
+                       expand=(3, 2, 1, 0), focal_regions=(3, 5, 3, 1), expand_layer="even",
+                       pool="conv")
+    mixers = [[block.mixer for block in stage] for stage in model.stages]  # type: ignore[union-attr]
+    assert mixers[0][1].levels == ((1, 13), (7, 3), (3, 4), (1, 6))
+    assert mixers[0][0].levels[0] == (1, 7)  # expand_layer "even": no ring on block 0
+    assert [m.levels for m in mixers[1]] == [((1, 7), (7, 5)), ((1, 11), (7, 5))]
+    assert mixers[2][1].levels == ((1, 9), (7, 3), (3, 4))
+    assert mixers[3][0].levels == ((1, 7),)  # one level: window only
+    with pytest.raises(ValueError, match="focal_levels must hold"):
+        meta_model("focal_tiny", focal_levels=(2, 2, 2))
+    with pytest.raises(ValueError, match="expand"):
+        meta_model("focal_tiny", expand=(3, 3))
+
+
+def test_focal_s_b_drop_path_follows_the_paper_or_the_official_configs() -> None:
+    def rates(name: str, **overrides: object) -> float:
+        model = meta_model(name, **overrides)
+        return max(float(m.p) for m in model.modules() if isinstance(m, DropPath))
+
+    assert rates("focal_small") == pytest.approx(0.2)  # Sec. 4.1
+    assert rates("focal_base") == pytest.approx(0.3)
+    assert rates("focal_small", follow="official") == pytest.approx(0.3)  # official yaml
+    assert rates("focal_base", follow="official") == pytest.approx(0.5)
+    assert rates("focal_base", drop_path_rate=0.1) == pytest.approx(0.1)
+
+
 def test_focal_mini_trains() -> None:
     model = minilg.create_model("focal_mini")
     x = torch.randn(4, 3, 32, 32)
@@ -258,11 +420,19 @@ def test_focal_mini_trains() -> None:
 # --- conversion ---------------------------------------------------------------------------
 
 
-def fixture() -> tuple[dict[str, Tensor], dict[str, object], dict[str, Tensor]]:
+# micro: Focal-T's structure shrunk; levels3: three levels in stages 0 and 2, shift on;
+# levels4 (scripts/make_focal_fixture.py): window 5 (padding and trimming), four levels in
+# stages 0 and 2, expand sizes (2, 1, 2, 0), expand_layer "even", conv pooling, stage 2 not
+# in focal_stages, shift off
+FIXTURES = ["focal_official_micro", "focal_official_levels3", "focal_official_levels4"]
+
+
+def fixture(name: str = "focal_official_micro"
+            ) -> tuple[dict[str, Tensor], dict[str, object], dict[str, Tensor]]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    path = DATA / "focal_official_micro.safetensors"
+    path = DATA / f"{name}.safetensors"
     tensors = load_file(str(path))
     with safe_open(str(path), "pt") as f:
         config = json.loads(f.metadata()["config"])
@@ -274,9 +444,11 @@ def relative_error(y: Tensor, ref: Tensor) -> float:
     return float((y.double() - ref).abs().max() / max(1.0, float(ref.abs().max())))
 
 
+@pytest.mark.parametrize("name", FIXTURES)
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
-def test_official_fixture_logits_and_stages(dtype: torch.dtype, tolerance: float) -> None:
-    state, config, tensors = fixture()
+def test_official_fixture_logits_and_stages(name: str, dtype: torch.dtype,
+                                            tolerance: float) -> None:
+    state, config, tensors = fixture(name)
     conversion = convert_official("focal", state, **config)
     assert not set(state) - set(conversion.used) - set(conversion.dropped)
     model = conversion.model.to(dtype)
@@ -316,8 +488,9 @@ def test_full_focal_tiny_key_list_converts_with_every_key_accounted_for() -> Non
 
 def test_unsupported_official_options_are_named() -> None:
     state, config, _ = fixture()
-    for option, value in (("use_pre_norm", True), ("ape", True), ("focal_pool", "conv"),
-                          ("focal_levels", [3, 3, 3, 3]), ("qk_scale", 0.5)):
+    for option, value in (("use_pre_norm", True), ("ape", True), ("focal_pool", "avg"),
+                          ("focal_levels", [0, 2, 2, 2]), ("qk_scale", 0.5),
+                          ("expand_layer", "first")):
         with pytest.raises(ConversionError, match=option):
             convert_official("focal", state, **{**config, option: value})
     with pytest.raises(ConversionError, match="unexpected official key"):
@@ -348,3 +521,13 @@ def test_layer_scale_converts() -> None:
     conversion = convert_official("focal", {**state, **gammas}, **config)
     block = conversion.model.stages[1][0]  # type: ignore[index]
     assert block.scale1.gamma.detach().eq(0.5).all() and block.scale2.gamma.detach().eq(0.25).all()
+
+
+def test_converted_four_level_model_macs_are_exact() -> None:
+    state, config, _ = fixture("focal_official_levels4")
+    model = convert_official("focal", state, **config).model
+    assert model_macs(model, 224) == measured_model_macs(model, 224)
+    # block 0 of each stage has no ring (expand_layer "even"); s_r = fw + 2^k - 1
+    assert keys_per_window(model) == [(25, 25, 36, 64), (25, 9, 16), (25,), (25, 1)]
+    ring = 4 * 25 - 4 * (5 - 2) ** 2  # block 1 of stage 0: expand 2
+    assert model.stages[0][1].mixer.keys_per_window() == (25 + ring, 25, 36, 64)  # type: ignore[index]

@@ -70,7 +70,7 @@ def h_mhsa_ref(m: HierarchicalAttention, x: Tensor) -> Tensor:
         assert isinstance(m.grid_norm, nn.GroupNorm)
         a1 = group_norm_ref(x + local, m.grid_norm)
     else:
-        a1 = xn + local
+        a1 = (xn if m.grid_residual == "normed" else x) + local
     pooled = torch.stack([a1[rows, cols].reshape(-1, c).mean(dim=0)
                           for rows in cells(h, m.pool[0]) for cols in cells(w, m.pool[1])])
     if m.ds_norm is not None:
@@ -154,6 +154,24 @@ def test_grid_1_is_plain_mhsa_without_global_layers() -> None:
     q, k, v = (tokens @ m.qkv.weight.T + m.qkv.bias).chunk(3, dim=-1)
     expected = mha_ref(q, k, v, 2) @ m.proj.weight.T + m.proj.bias
     torch.testing.assert_close(m(x).reshape(15, 8), expected)
+
+
+def test_eq_9_adds_the_raw_input_and_the_other_reading_is_a_named_switch() -> None:
+    torch.manual_seed(0)
+    raw = randomised(HierarchicalAttention(8, 2, 4, 2, follow="paper"))
+    normed = HierarchicalAttention(8, 2, 4, 2, follow="paper", grid_residual="normed").double()
+    normed.load_state_dict(raw.state_dict())
+    x = torch.randn(1, 12, 12, 8, dtype=torch.float64) * 3 + 1
+    assert isinstance(raw, HierarchicalAttention) and raw.grid_residual == "input"
+    for mixer in (raw, normed):
+        torch.testing.assert_close(mixer(x)[0], h_mhsa_ref(mixer, x[0]), rtol=0, atol=1e-12)
+    # the same step by hand: local output plus x (the default) or plus norm(x)
+    local = raw.local_step(raw.norm(x))
+    by_hand = raw.proj(raw.global_step(local + x) + local + x)
+    torch.testing.assert_close(raw(x), by_hand, rtol=0, atol=1e-12)
+    assert (raw(x) - normed(x)).abs().max() > 0.1
+    with pytest.raises(ValueError, match="grid_residual must be"):
+        HierarchicalAttention(8, 2, 4, 2, grid_residual="raw")  # type: ignore[arg-type]
 
 
 def test_paper_mode_has_no_attention_norms_but_the_pre_norm() -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
+import minilg
 from minilg.attention import FullAttention, SpatialReductionAttention, WindowAttention
 from minilg.attention.base import TokenMixer, reference_math
 from minilg.attention.focal import FocalAttention
@@ -190,7 +191,10 @@ def pvt_reference_sra(mixer: SpatialReductionAttention, x: Tensor) -> Tensor:
     heads, d = mixer.heads, c // mixer.heads
     q = mixer.q(x.reshape(b, h * w, c)).reshape(b, h * w, heads, d).transpose(1, 2)
     reduced = mixer.reduce(x.permute(0, 3, 1, 2)).flatten(2).transpose(1, 2)
-    k, v = mixer.kv(mixer.norm(reduced)).reshape(b, -1, 2, heads, d).permute(2, 0, 3, 1, 4)
+    norm = mixer.norm
+    assert isinstance(norm, torch.nn.LayerNorm)
+    normed = torch.nn.functional.layer_norm(reduced, (c,), norm.weight, norm.bias, eps=1e-5)
+    k, v = mixer.kv(normed).reshape(b, -1, 2, heads, d).permute(2, 0, 3, 1, 4)
     attn = (q @ k.transpose(-1, -2) / d**0.5).softmax(-1)
     out = (attn @ v).transpose(1, 2).reshape(b, h * w, c)
     return mixer.proj(out).reshape(b, h, w, c)
@@ -200,6 +204,17 @@ def test_sra_equals_pvt_on_divisible_maps() -> None:
     mixer = SpatialReductionAttention(16, 2, reduction=4).eval()
     x = torch.randn(2, 8, 12, 16)
     torch.testing.assert_close(mixer(x), pvt_reference_sra(mixer, x))
+
+
+def test_sra_reduction_norm_has_pvts_default_eps() -> None:
+    mixer = SpatialReductionAttention(16, 2, reduction=4).double().eval()
+    x = torch.randn(1, 8, 8, 16, dtype=torch.float64) * 1e-3  # small: eps matters
+    torch.testing.assert_close(mixer(x), pvt_reference_sra(mixer, x), rtol=1e-12, atol=1e-12)
+    model = minilg.create_model("sra_mini")
+    eps = {type(m.mixer).__name__: m.norm1.eps for m in model.modules() if hasattr(m, "mixer")}
+    assert eps == {"SpatialReductionAttention": 1e-6}  # block norms stay at 1e-6
+    assert {m.norm.eps for m in model.modules()
+            if isinstance(m, SpatialReductionAttention) and m.reduction > 1} == {1e-5}
 
 
 def test_sra_keeps_border_tokens_that_pvt_floor_division_would_drop() -> None:

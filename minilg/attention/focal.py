@@ -22,8 +22,9 @@ differs in a few steps, which :mod:`minilg.attention.focal_official` overrides b
 
 2. **Sub-window pooling** (Eq. 1): the map is cut into ``s_w x s_w`` sub-windows and each is
    pooled by a learned linear map over its ``s_w^2`` positions, shared by all channels
-   (:class:`~minilg.attention.grouping.SubWindowPool`, initialised to the mean), or by a plain
-   mean or max (``pool_mode=``).
+   (:class:`~minilg.attention.grouping.SubWindowPool`, initialised to the mean), by a plain
+   mean or max, or by a depthwise ``s_w x s_w`` convolution (:class:`ConvPool`, the official
+   ``focal_pool="conv"``) (``pool_mode=``).
 3. **Attention** (Eqs. 2-3): queries from the fine map, keys and values from every level with
    the same ``qkv`` projection; each window's queries attend the ``s_r^l x s_r^l`` tokens of
    every level around their window, all levels concatenated, **one softmax** over all keys, each
@@ -44,8 +45,9 @@ level as one dense ``(heads, s_p^2, s_r^2)`` table, pooled levels as relative ta
 target of the documented mapping from official weights
 (:func:`~minilg.attention.focal_official.official_to_paper_fine_bias`).
 
-Window shift (Table 8): the window grid is offset by ``shift`` (zero padding on the top/left,
-masked, so nothing wraps).
+Window shift (Table 8): the window boundaries move to rows and columns ``s, s + M, ...`` as in
+Swin and the official code (``M = s_p``): the map is zero-padded by ``(-s) mod M`` on the
+top/left (masked, so nothing wraps), so a corner query sees exactly Swin's shifted-window keys.
 
 ``follow=`` selects the data flow: ``FocalAttention(..., follow="official")`` builds
 :class:`~minilg.attention.focal_official.OfficialFocalAttention` (each flow registers itself as a
@@ -54,11 +56,12 @@ subclass with ``follow=...``).
 Cost (Sec. 3.2.2 ``O((L + sum_l (s_r^l)^2) M N d)``), exactly, for ``N = HW`` real tokens,
 ``Np`` tokens after padding to the window grid and ``nW = Np / s_p^2`` windows::
 
-    macs = qkv N C 3C  +  sum_{pooled l} [ Np C (learned pooling)  +  (Np / s_w^2) C 2C ]
+    macs = qkv N C 3C  +  sum_{pooled l} [ P_l s_w^2 C (learned pooling)  +  P_l C 2C ]
            + nW * 2 s_p^2 (sum_l keys_l) C  +  N C^2 (output projection)
 
-with ``keys_l = (s_r^l)^2``. The pooling is the ``O(L M N d)`` term (one multiply-add per
-position and channel with learned pooling; mean and max are not matmuls), and pooled tokens get
+with ``keys_l = (s_r^l)^2`` and ``P_l = Np / s_w^2`` pooled tokens. The pooling is the
+``O(L M N d)`` term (one multiply-add per position and channel with learned pooling, ``"fc"`` or
+``"conv"``; mean and max are not matmuls), and pooled tokens get
 only their key and value projections (``2C``).
 """
 
@@ -78,6 +81,7 @@ from minilg.attention.grouping import (
     Pooling,
     gather_rows,
     neighbourhood_labels,
+    pad_to_multiple,
     padded_size,
     window_partition,
     window_reverse,
@@ -87,7 +91,7 @@ from minilg.validate import check_size, one_of, positive_int, whole_number
 
 Follow = Literal["paper", "official"]
 PositionBias = Literal["paper", "official", "none"]
-Pool = Literal["fc", "mean", "max"]
+Pool = Literal["fc", "mean", "max", "conv"]
 FOLLOW: tuple[str, ...] = get_args(Follow)
 POSITION_BIAS: tuple[str, ...] = get_args(PositionBias)
 POOL: tuple[str, ...] = get_args(Pool)
@@ -151,11 +155,31 @@ def focal_macs(height: int, width: int, dim: int, window: int, levels: Sequence[
     tokens, padded = height * width, hp * wp
     total = linear_macs(padded if flow.projects_padding else tokens, dim, 3 * dim)
     total += linear_macs(tokens, dim, dim)
-    for s_w, _ in levels[1:]:
-        total += padded * dim if pool_mode == "fc" else 0
-        total += linear_macs(padded // s_w**2, dim, 2 * dim)
+    for number, (s_w, _) in enumerate(levels[1:], start=1):
+        rows, cols = flow.pooled_grid(hp, wp, window, number, s_w)
+        total += rows * cols * s_w**2 * dim if pool_mode in ("fc", "conv") else 0
+        total += linear_macs(rows * cols, dim, 2 * dim)
     keys = sum(flow.level_keys(window, levels))
     return total + (padded // window**2) * attention_macs(window**2, keys, dim)
+
+
+# --- Pooling (Eq. 1) -----------------------------------------------------------------------------
+
+
+class ConvPool(nn.Module):
+    """``pool_mode="conv"`` (the official ``focal_pool="conv"``): a depthwise
+    ``Conv2d(C, C, s_w, stride s_w)`` with bias over each sub-window,
+    ``(B, H, W, C) -> (B, ceil(H/s_w), ceil(W/s_w), C)`` (bottom/right zero padding)."""
+
+    def __init__(self, dim: int, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.conv = nn.Conv2d(dim, dim, size, stride=size, groups=dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = pad_to_multiple(x, (self.size, self.size))
+        pooled: Tensor = self.conv(rearrange(x, "b h w c -> b c h w"))
+        return rearrange(pooled, "b c h w -> b h w c")
 
 
 # --- The mixer ------------------------------------------------------------------------------------
@@ -186,8 +210,8 @@ class FocalAttention(AttentionMixer):
         follow: ``"paper"`` (this class) or ``"official"``
             (:class:`~minilg.attention.focal_official.OfficialFocalAttention`).
         shift: window shift (Table 8); 0 (the default, as every Focal config) or ``< s_p``.
-        pool_mode: sub-window pooling ``"fc"`` (learned, mean-initialised), ``"mean"`` or
-            ``"max"``.
+        pool_mode: sub-window pooling ``"fc"`` (learned, mean-initialised), ``"mean"``,
+            ``"max"`` or ``"conv"`` (depthwise convolution, :class:`ConvPool`).
         position_bias: ``"paper"``, ``"official"`` or ``"none"``; defaults to ``follow``.
         qkv_bias: bias in the qkv projection.
     """
@@ -221,7 +245,7 @@ class FocalAttention(AttentionMixer):
     ) -> None:
         super().__init__(dim, heads, qkv_bias=qkv_bias)
         self.window = positive_int(window, "window")
-        self.levels = check_levels(self.window, levels)
+        self.levels = self.check_levels(self.window, levels)
         self.follow: Follow = one_of(follow, "follow", get_args(Follow))
         self.shift = whole_number(shift, "shift")
         if self.shift >= self.window:
@@ -233,8 +257,15 @@ class FocalAttention(AttentionMixer):
         self.bias_kind: PositionBias = position_bias or follow
         self.expand = ring_width(self.window, self.levels[0])
         self.check_flow()
-        self.pools = nn.ModuleList(Pooling(s_w, pool_mode) for s_w, _ in self.levels[1:])
+        self.pools = nn.ModuleList(
+            ConvPool(dim, s_w) if pool_mode == "conv" else Pooling(s_w, pool_mode)
+            for s_w, _ in self.levels[1:])
         self.build_biases()
+
+    @staticmethod
+    def check_levels(window: int, levels: Sequence[Sequence[int]]) -> tuple[Level, ...]:
+        """The levels, validated for this data flow (the paper's rule: :func:`check_levels`)."""
+        return check_levels(window, levels)
 
     def check_flow(self) -> None:
         """Checks a data flow adds to the constructor's (none in the paper's)."""
@@ -270,10 +301,22 @@ class FocalAttention(AttentionMixer):
 
     @staticmethod
     def layout(height: int, width: int, window: int, shift: int) -> tuple[int, int, int]:
-        """``(offset, Hp, Wp)``: the window grid's top/left offset (the shift, on maps larger
+        """``(offset, Hp, Wp)``: the top/left padding that puts the window boundaries at
+        ``shift + k s_p`` (``(-shift) mod s_p``, as Swin; 0 without a shift or on maps no larger
         than the window) and the map's size padded to the window grid."""
-        offset = shift if height > window and width > window else 0
+        offset = (-shift) % window if height > window and width > window else 0
         return offset, padded_size(height + offset, window), padded_size(width + offset, window)
+
+    @staticmethod
+    def pooled_grid(hp: int, wp: int, window: int, number: int, s_w: int) -> tuple[int, int]:
+        """Rows and columns of pooled level ``number``'s map on the ``Hp x Wp`` padded grid:
+        ``(Hp / s_w, Wp / s_w)``."""
+        return hp // s_w, wp // s_w
+
+    @staticmethod
+    def pooled_span(window: int, number: int, s_w: int) -> int:
+        """Pooled tokens of level ``number`` per window side: ``s_p / s_w``."""
+        return window // s_w
 
     def keys_per_window(self) -> tuple[int, ...]:
         """Keys each query window attends at each level (fine first)."""
@@ -290,21 +333,29 @@ class FocalAttention(AttentionMixer):
         e = self.expand
         return neighbourhood_labels(tokens, (self.window, self.window), (e, e))
 
+    def pooled_cells(self, tokens: Tensor, number: int) -> Tensor:
+        """Pooled level ``number``'s tokens numbered row-major on its map, ``-1`` for those made
+        only of padding (``tokens (Hp, Wp)`` numbers the fine map, ``-1`` on padding)."""
+        s_w = self.levels[number][0]
+        hp, wp = tokens.shape
+        rows, cols = self.pooled_grid(hp, wp, self.window, number, s_w)
+        cells = torch.arange(rows * cols, device="cpu").view(rows, cols)
+        real = rearrange(tokens >= 0, "(h sh) (w sw) -> h w (sh sw)", sh=s_w, sw=s_w)
+        return torch.where(real.any(-1), cells, -1)
+
     def key_index(self, tokens: Tensor) -> tuple[Tensor, int]:
         """``(index (nW, K), rows)``: every level's keys of every window as rows of the
         concatenated token maps (``-1`` outside the map), and the number of those rows.
 
         ``tokens (Hp, Wp)`` numbers the fine map's tokens on the padded grid (``-1``: padding).
-        Pooled tokens made only of padding are ``-1`` too.
+        Pooled level ``l`` gathers ``s_r^l x s_r^l`` of its tokens around each window's
+        ``span x span`` (:meth:`pooled_span`).
         """
-        ws = self.window
-        hp, wp = tokens.shape
         levels, rows = [self.fine_index(tokens)], int((tokens >= 0).sum())
-        for s_w, s_r in self.levels[1:]:
-            cells = torch.arange((hp // s_w) * (wp // s_w), device="cpu").view(hp // s_w, -1)
-            real = rearrange(tokens >= 0, "(h sh) (w sw) -> h w (sh sw)", sh=s_w, sw=s_w)
-            cells = torch.where(real.any(-1), cells, -1)
-            span, f = ws // s_w, ring_width(ws, (s_w, s_r))
+        for number, (s_w, s_r) in enumerate(self.levels[1:], start=1):
+            cells = self.pooled_cells(tokens, number)
+            span = self.pooled_span(self.window, number, s_w)
+            f = (s_r - span) // 2
             pooled = neighbourhood_labels(cells, (span, span), (f, f))
             levels.append(torch.where(pooled < 0, pooled, pooled + rows))
             rows += cells.numel()
@@ -336,16 +387,24 @@ class FocalAttention(AttentionMixer):
         for number, keys in enumerate(self.keys_per_window()):
             index = geo.index[:, first : first + keys]
             s_w = self.levels[number][0]
-            grid = geo.fine_grid if number == 0 else (hp // s_w, wp // s_w)
+            grid = (geo.fine_grid if number == 0
+                    else self.pooled_grid(hp, wp, self.window, number, s_w))
             local = index - start
             inside = (local >= 0) & (local < grid[0] * grid[1])
+            # fine keys are numbered on the real map; pooled ones on the padded grid
+            top_row, left_col = (0, 0) if number == 0 else self.pooled_origin(hp, wp, number)
             shift = 0 if number == 0 else top
-            rows = torch.where(inside, (local // grid[1]) * s_w - shift, -1)
-            cols = torch.where(inside, (local % grid[1]) * s_w - shift, -1)
+            rows = torch.where(inside, (local // grid[1]) * s_w + top_row - shift, -1)
+            cols = torch.where(inside, (local % grid[1]) * s_w + left_col - shift, -1)
             sides = torch.where(inside, s_w, 0)
             regions.append(torch.stack([rows, cols, sides], dim=-1))
             start, first = start + grid[0] * grid[1], first + keys
         return regions
+
+    def pooled_origin(self, hp: int, wp: int, number: int) -> tuple[int, int]:
+        """Where pooled level ``number``'s first sub-window starts on the padded grid: ``(0, 0)``
+        (the paper's sub-windows tile the padded grid)."""
+        return 0, 0
 
     # --- forward ----------------------------------------------------------------------------
 
@@ -381,10 +440,14 @@ class FocalAttention(AttentionMixer):
         """Level ``l = level + 1``: pool (Eq. 1), then keys and values (Eq. 2): ``(B, h, w, 2C)``.
 
         Pooled tokens get only the k, v part of the shared ``qkv`` projection."""
-        pooled = self.pools[level - 1](xp)
+        pooled = self.pools[level - 1](self.pooled_input(level, xp))
         dim = self.dim
         bias = None if self.qkv.bias is None else self.qkv.bias[dim:]
         return F.linear(pooled, self.qkv.weight[dim:], bias)
+
+    def pooled_input(self, level: int, xp: Tensor) -> Tensor:
+        """The map level ``level`` pools: the padded input itself."""
+        return xp
 
     def fine_bias_parts(self, geo: FocalGeometry) -> list[Tensor]:
         """The fine level's bias ``B^1``: ``[(heads, Tq, K_1)]``, or ``[]`` without biases."""
@@ -412,6 +475,6 @@ FocalAttention.flows["paper"] = FocalAttention
 
 
 __all__ = [
-    "FOLLOW", "POOL", "POSITION_BIAS", "FocalAttention", "FocalGeometry", "Follow", "Level", "Pool",
-    "PositionBias", "check_levels", "focal_keys", "focal_macs", "ring_width",
+    "FOLLOW", "POOL", "POSITION_BIAS", "ConvPool", "FocalAttention", "FocalGeometry", "Follow",
+    "Level", "Pool", "PositionBias", "check_levels", "focal_keys", "focal_macs", "ring_width",
 ]

@@ -18,11 +18,23 @@ fine level (l = 1)         the ``s_r x s_r`` neighbourhood,     the window's ``s
 fine-level bias            relative table over the region       Swin's table for the own window, a
                                                                 dense ``(heads, s_p^2, slots)``
                                                                 learned bias for the ring
+pooled level k = l - 2      ``s_w | s_p``, ``s_p / s_w`` tokens  ``s_w = floor(s_p / 2^k)``, ``2^k``
+                           per window side, the sub-windows     tokens per window side; the map is
+                           tile the padded map                  trimmed symmetrically to
+                                                                ``(Hp / s_p) 2^k s_w`` first
 pooled-level bias          ``B^l in R^{s_r x s_r}`` (Eq. 3)     relative table ``(s_p+s_r-1)^2``
 pooled slots outside map   masked                               zero keys with ``-100`` added
 window shift               grid offset, top/left padding        roll by ``-shift`` and Swin's
                            masked                               ``-100`` region mask (own window)
 =========================  ===================================  ===================================
+
+Pooled levels (:func:`check_official_levels`): the official ``focal_level = L`` has pooled
+levels ``k = 0 .. L - 2``; level ``k`` pools ``floor(s_p / 2^k)``-sized sub-windows, gives each
+window ``2^k x 2^k`` pooled tokens (7 // 2 = 3: a 7-window maps to 6 rows of the trimmed map)
+and gathers them with ``fw // 2`` more on every side (its ``nn.Unfold`` of kernel
+``fw + 2^(k+1) - 2``, stride ``2^k``, keeps ``s_r = fw + 2^k - 1`` rows per side), so
+``levels[k + 1] = (floor(s_p / 2^k), fw + 2^k - 1)``. The own-window table starts at zero, as
+the official one (the ring and pooled-level tables start from a truncated normal, as there).
 
 The ring has ``4 s_p^2 - 4 (s_p - e)^2`` slots for ``e = (s_r - s_p)/2``: 132 for ``s_p = 7,
 e = 3`` (the 120 ring tokens, 12 of them twice). minilg gathers the same slots in the same order
@@ -43,8 +55,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
-from torch import Tensor
+from torch import Tensor, nn
 
 from minilg.attention.focal import (
     FocalAttention,
@@ -53,13 +66,52 @@ from minilg.attention.focal import (
     Level,
     Pool,
     PositionBias,
+    check_levels,
     ring_width,
 )
 from minilg.attention.grouping import neighbourhood_labels, pad_to_multiple, shifted_window_labels
 from minilg.attention.position import DenseBias, RelativePositionBias
+from minilg.validate import positive_int
 
 # The official code's padding value for pooled slots outside the map (and the shift mask).
 OFFICIAL_PAD = -100.0
+
+
+# --------------------------------------------------------------------------------------------
+# The official levels
+# --------------------------------------------------------------------------------------------
+
+
+def check_official_levels(window: int, levels: Sequence[Sequence[int]]) -> tuple[Level, ...]:
+    """Validate official-mode levels: the fine level as the paper's (:func:`~minilg.attention.
+    focal.check_levels`), then pooled level ``k`` (``levels[k + 1]``) with ``s_w =
+    floor(s_p / 2^k) >= 1`` and ``s_r - 2^k`` even and ``>= 0`` (a region centred on the
+    window's ``2^k x 2^k`` pooled tokens). A ValueError names the level and the rule."""
+    whole = isinstance(levels, (tuple, list)) and len(levels) > 0
+    checked = list(check_levels(window, levels[:1] if whole else levels))
+    for number, level in enumerate(levels[1:], start=1):
+        name, k = f"levels[{number}]", number - 1
+        if not isinstance(level, (tuple, list)) or len(level) != 2:
+            raise ValueError(f"{name} must be a pair (s_w, s_r) of positive integers, "
+                             f"got {name}={level!r}")
+        s_w, s_r = positive_int(level[0], f"{name}[0]"), positive_int(level[1], f"{name}[1]")
+        if s_w != window // 2**k or s_w < 1:
+            raise ValueError(f"{name} must have s_w = floor(s_p / 2^{k}) = {window // 2**k} >= 1 "
+                             f"in official mode (pooled level k = {k}), got {name}={level!r}")
+        if s_r < 2**k or (s_r - 2**k) % 2:
+            raise ValueError(f"{name} must have s_r - 2^{k} even and >= 0 in official mode (a "
+                             f"region centred on the window's {2**k} pooled tokens per side), "
+                             f"got {name}={level!r}")
+        checked.append((s_w, s_r))
+    return tuple(checked)
+
+
+def official_levels(window: int, expand: int, focal_level: int, focal_window: int
+                    ) -> tuple[Level, ...]:
+    """The levels of an official block: ``(1, s_p + 2e)``, then ``(floor(s_p / 2^k),
+    fw + 2^k - 1)`` for ``k = 0 .. focal_level - 2`` (``fw`` odd)."""
+    pooled = [(window // 2**k, focal_window + 2**k - 1) for k in range(focal_level - 1)]
+    return check_official_levels(window, [(1, window + 2 * expand), *pooled])
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,6 +210,11 @@ class OfficialFocalAttention(FocalAttention, follow="official"):
         super().__init__(dim, heads, window, levels, follow, shift, pool_mode, position_bias,
                          qkv_bias)
 
+    @staticmethod
+    def check_levels(window: int, levels: Sequence[Sequence[int]]) -> tuple[Level, ...]:
+        """Official pooled levels (:func:`check_official_levels`)."""
+        return check_official_levels(window, levels)
+
     def check_flow(self) -> None:
         if self.follow != "official":
             raise ValueError(f"follow must be 'official' for {type(self).__name__}, "
@@ -175,6 +232,7 @@ class OfficialFocalAttention(FocalAttention, follow="official"):
         if self.bias_kind == "none":
             return
         self.window_bias = RelativePositionBias(self.heads, (ws, ws))
+        nn.init.zeros_(self.window_bias.bias_table)  # the official table starts at zero
         slots = self.keys_per_window()[0] - ws * ws
         self.ring_bias = DenseBias(self.heads, ws * ws, slots) if slots else None
 
@@ -189,6 +247,45 @@ class OfficialFocalAttention(FocalAttention, follow="official"):
     def layout(height: int, width: int, window: int, shift: int) -> tuple[int, int, int]:
         """No offset (the shift rolls the map); padded bottom/right to the window grid."""
         return FocalAttention.layout(height, width, window, 0)
+
+    @staticmethod
+    def pooled_grid(hp: int, wp: int, window: int, number: int, s_w: int) -> tuple[int, int]:
+        """``2^k`` pooled tokens per window side: ``((Hp / s_p) 2^k, (Wp / s_p) 2^k)``."""
+        per_window = 2 ** (number - 1)
+        return hp // window * per_window, wp // window * per_window
+
+    @staticmethod
+    def pooled_span(window: int, number: int, s_w: int) -> int:
+        """``2^k`` for pooled level ``k = number - 1``."""
+        span: int = 2 ** (number - 1)
+        return span
+
+    def pooled_origin(self, hp: int, wp: int, number: int) -> tuple[int, int]:
+        """The symmetric trim (``> 0``) or padding (``< 0``) before pooling, top and left."""
+        s_w = self.levels[number][0]
+        rows, cols = self.pooled_grid(hp, wp, self.window, number, s_w)
+
+        def half(excess: int) -> int:  # trim_t = excess // 2, pad_t = -excess // 2 (rounded down)
+            return excess // 2 if excess >= 0 else -(-excess // 2)
+
+        return half(hp - rows * s_w), half(wp - cols * s_w)
+
+    def pooled_cells(self, tokens: Tensor, number: int) -> Tensor:
+        """Every pooled token is a key (padding is not masked)."""
+        hp, wp = tokens.shape
+        rows, cols = self.pooled_grid(hp, wp, self.window, number, self.levels[number][0])
+        return torch.arange(rows * cols, device="cpu").view(rows, cols)
+
+    def pooled_input(self, level: int, xp: Tensor) -> Tensor:
+        """The shifted, padded map trimmed (or zero-padded) symmetrically, extra at the
+        bottom/right, to ``(Hp / s_p) 2^k s_w`` rows and columns."""
+        _, hp, wp, _ = xp.shape
+        s_w = self.levels[level][0]
+        rows, cols = self.pooled_grid(hp, wp, self.window, level, s_w)
+        top, left = self.pooled_origin(hp, wp, level)
+        # F.pad crops with negative amounts: -top rows on top, the rest at the bottom
+        extra_h, extra_w = rows * s_w - hp, cols * s_w - wp
+        return F.pad(xp, (0, 0, -left, extra_w + left, -top, extra_h + top))
 
     def fine_index(self, tokens: Tensor) -> Tensor:
         """Own window, then the ring slots of the wrapped neighbourhood."""
@@ -249,6 +346,7 @@ class OfficialFocalAttention(FocalAttention, follow="official"):
 
 
 __all__ = [
-    "OFFICIAL_PAD", "OfficialFocalAttention", "OfficialGeometry", "official_ring_slots",
+    "OFFICIAL_PAD", "OfficialFocalAttention", "OfficialGeometry", "check_official_levels",
+    "official_levels", "official_ring_slots",
     "official_to_paper_fine_bias", "window_cells",
 ]

@@ -23,7 +23,8 @@ projection) and the repeated entries as a typesetting slip.
 step                          ``"paper"`` (Eqs. 6-14)             ``"official"`` (the authors' code)
 ============================  ==================================  ==================================
 input of the projections      ``norm(x)`` (pre-norm)              ``norm(x)``
-grid residual (Eq. 9)         ``A_1 = local + norm(x)``           ``A_1 = grid_norm(x + local)``,
+grid residual (Eq. 9)         ``A_1 = local + x``, ``x`` the raw   ``A_1 = grid_norm(x + local)``,
+                              mixer input (``grid_residual``)
                                                                   ``x`` the raw block input
 pooled map (Eq. 10)           ``AvgPool(A_1)``                    ``ds_norm(AvgPool(A_1))``
 global q / k, v (Eq. 12)      ``q(A_1)``, ``kv(pooled)``          same (separate 1x1 convs, biases)
@@ -33,12 +34,22 @@ output (Eq. 14)               ``proj(A_1 + A_2)``                 same
 Eqs. 6-14 have no norm at all (nor does the review of MHSA, Eqs. 1-4). ``paper`` mode
 normalises once, at the input of the projections (a pre-norm, GroupNorm(1, C) as everywhere in
 HAT-Net): without it the residual stream would enter the attention unnormalised, and it is the
-one norm every transformer block of Eq. 3 implicitly has. ``X`` in Eq. 9 is then the mixer's
-(normalised) input. ``official`` mode adds the two GroupNorms the code has (``grid_norm``,
-``ds_norm``) and adds the *raw* block input to the grid output, so ``x`` enters the block twice
-(here and through the block residual). Both modes use GroupNorm(1, C, eps=1e-6), which
-normalises over ``(H, W, C)`` of each sample. The official ``proj_norm`` is built but never used
-in its forward; minilg does not build it (the converter drops it, saying so).
+one norm every transformer block of Eq. 3 implicitly has. ``official`` mode adds the two
+GroupNorms the code has (``grid_norm``, ``ds_norm``). Both modes use GroupNorm(1, C, eps=1e-6),
+which normalises over ``(H, W, C)`` of each sample. The official ``proj_norm`` is built but never
+used in its forward; minilg does not build it (the converter drops it, saying so).
+
+**Decision on Eq. 9: ``X`` is the raw input** (``grid_residual="input"``, the default). The
+paper writes one symbol ``X`` for the input of H-MHSA throughout Sec. 3.2: it is what Eq. 6
+reshapes into ``X_1``, what Eq. 7 projects, what Eq. 9 adds to ``A_1`` and what Eq. 14 adds
+after the output projection, and Eq. 14's ``+ X`` is the block residual, the raw input. Reading
+the pre-norm (which the paper never writes) as part of the projections, ``Q_1 K_1 V_1 =
+norm(X_1) W_1``, keeps ``X`` one tensor in all four places; adding ``norm(X)`` in Eq. 9 instead
+would make the same symbol mean the normalised input in Eq. 9 and the raw one in Eq. 14. The
+authors' code agrees (``x + local`` before its ``grid_norm``). The other reading stays as a named
+switch, ``grid_residual="normed"`` (``A_1 = local + norm(x)``, minilg's paper mode before this
+decision), for comparison; the two readings give different outputs with the same weights. The
+switch has no effect in ``official`` mode, which always adds the raw input.
 
 **G1 = 1 is structural**: the block is plain MHSA over all ``H W`` tokens,
 ``proj(MHSA(qkv(norm(x))))``, with no ``q``, ``kv``, ``grid_norm``, ``ds_norm`` layers (HAT-Net's
@@ -93,6 +104,8 @@ from minilg.validate import Pair, as_pair, check_size, one_of
 
 Follow = Literal["paper", "official"]
 FOLLOW: tuple[str, ...] = get_args(Follow)
+GridResidual = Literal["input", "normed"]
+GRID_RESIDUAL: tuple[str, ...] = get_args(GridResidual)
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,6 +192,9 @@ class HierarchicalAttention(AttentionMixer):
             flow, two more GroupNorms); see the module docstring.
         qkv_bias: biases of ``qkv``, ``q`` and ``kv`` (the official 1x1 convs have them).
         eps: GroupNorm epsilon (official 1e-6).
+        grid_residual: what Eq. 9 adds to the grid output in ``paper`` mode: ``"input"`` (the
+            raw mixer input ``X``, the decision in the module docstring) or ``"normed"``
+            (``norm(X)``, the other reading).
 
     Layers (named as the official ``attn.*``): ``norm``, ``qkv``, ``proj``; with ``G1 > 1`` also
     ``q``, ``kv`` and, in ``official`` mode, ``grid_norm`` and ``ds_norm``. The mixer includes
@@ -198,9 +214,12 @@ class HierarchicalAttention(AttentionMixer):
         follow: Follow = "official",
         qkv_bias: bool = True,
         eps: float = 1e-6,
+        grid_residual: GridResidual = "input",
     ) -> None:
         grid_pair, pool_pair = check_sizes(grid, pool)
         self.follow: Follow = check_follow(follow)
+        self.grid_residual = cast(GridResidual,
+                                  one_of(grid_residual, "grid_residual", GRID_RESIDUAL))
         self.is_msa = grid_pair == (1, 1)
         super().__init__(dim, heads, qkv_bias=qkv_bias,
                          projections="qkv" if self.is_msa else "q_kv")
@@ -289,13 +308,18 @@ class HierarchicalAttention(AttentionMixer):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
+        if x.shape[0] == 0:  # an empty batch maps to an empty output, as in every mixer
+            return x.new_empty(x.shape)
         normed = self.norm(x)
         if self.is_msa:
             mixed: Tensor = self.proj(self.full_attention(normed))
             return mixed
         local = self.local_step(normed)
-        # Eq. 9: official adds the raw input, then GroupNorm; paper the mixer's (normed) input.
-        a1 = self.grid_norm(x + local) if self.grid_norm is not None else normed + local
+        # Eq. 9: A_1 = A_1 + X with X the raw input (official: then grid_norm); module docstring
+        if self.grid_norm is not None:
+            a1 = self.grid_norm(x + local)
+        else:
+            a1 = local + (normed if self.grid_residual == "normed" else x)
         out: Tensor = self.proj(self.global_step(a1) + a1)  # Eq. 14 without the block residual
         return out
 
@@ -311,10 +335,10 @@ class HierarchicalAttention(AttentionMixer):
         if self.is_msa:
             return f"dim={self.dim}, heads={self.heads}, grid=1 (MHSA), follow={self.follow!r}"
         return (f"dim={self.dim}, heads={self.heads}, grid={self.grid}, pool={self.pool}, "
-                f"follow={self.follow!r}")
+                f"follow={self.follow!r}, grid_residual={self.grid_residual!r}")
 
 
 __all__ = [
-    "FOLLOW", "Follow", "HierarchicalAttention", "check_follow", "check_sizes",
-    "effective_sizes", "h_mhsa_attention_macs", "h_mhsa_macs",
+    "FOLLOW", "GRID_RESIDUAL", "Follow", "GridResidual", "HierarchicalAttention", "check_follow",
+    "check_sizes", "effective_sizes", "h_mhsa_attention_macs", "h_mhsa_macs",
 ]

@@ -333,6 +333,8 @@ class SemanticRegionAttention(AttentionMixer):
     def forward(self, x: Tensor) -> Tensor:
         """Standalone: segment ``x``, start the AGR tokens from its region means, run Eq. 2."""
         self.check_input(x)
+        if x.shape[0] == 0:  # an empty batch maps to an empty output, as in every mixer
+            return x.new_empty(x.shape)
         agr = region_means(x, self.window)
         return self.intra_region(x, agr, assign_regions(x, self.window, self.margin))[0]
 

@@ -1,7 +1,8 @@
 """Spatial-reduction attention, SRA (PVT, Wang et al. 2021, Sec. 3.3).
 
 All ``N = H*W`` tokens are queries; keys and values come from a map shrunk ``R`` times along
-each side by a ``R x R`` convolution with stride ``R`` followed by LayerNorm. Every query sees
+each side by a ``R x R`` convolution with stride ``R`` followed by LayerNorm (PVT's
+``nn.LayerNorm(C)`` with the default eps 1e-5; PVT's block norms use 1e-6). Every query sees
 the whole image, but only at a coarse ``(H/R) x (W/R)`` resolution: a global, not local, mixer.
 
 MACs (``N' = ceil(H/R) * ceil(W/R)`` reduced tokens)::
@@ -49,7 +50,7 @@ class SpatialReductionAttention(AttentionMixer):
         self.norm: nn.Module = nn.Identity()
         if reduction > 1:
             self.reduce = nn.Conv2d(dim, dim, kernel_size=reduction, stride=reduction)
-            self.norm = nn.LayerNorm(dim, eps=1e-6)
+            self.norm = nn.LayerNorm(dim)  # PVT: the default eps 1e-5 (block norms: 1e-6)
 
     def reduced_tokens(self, x: Tensor) -> Tensor:
         """``(B, H, W, C) -> (B, N', C)``: the reduced key/value tokens (before projection)."""

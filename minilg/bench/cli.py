@@ -23,6 +23,7 @@ from minilg.bench.memory import block_memory, estimated_bytes
 from minilg.bench.official import run_official
 from minilg.bench.report import (
     breakdown_table,
+    check_out,
     environment,
     official_table,
     print_report,
@@ -35,8 +36,8 @@ from minilg.bench.timing import Row, matmul_peak, measure, scaling
 from minilg.bench.train_step import train_steps
 from minilg.io import progress
 
-__all__ = ["DEFAULT_SIZES", "DESCRIPTION", "add_arguments", "command_line", "run", "run_all",
-           "settings_from"]
+__all__ = ["DEFAULT_SIZES", "DESCRIPTION", "add_arguments", "check_memory", "command_line",
+           "machine_memory", "run", "run_all", "settings_from"]
 
 DESCRIPTION = (
     "Exact MACs, forward and forward+backward time, GFLOP/s against a matmul peak, peak memory "
@@ -170,6 +171,38 @@ def _skip_note(case: Case, size: int, args: argparse.Namespace, settings: Settin
             + (f" ({how})" if how else ""))
 
 
+def machine_memory(device: torch.device) -> int:
+    """Bytes of memory the measurements can use: the GPU's, or the machine's RAM (0: unknown)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def check_memory(cases: Sequence[Case], args: argparse.Namespace, settings: Settings) -> None:
+    """Before any measurement: BenchError when a configuration that ``--memory-limit`` lets
+    through needs (by the estimate of :func:`estimated_bytes`) more than the machine has."""
+    machine = machine_memory(settings.device)
+    for case in cases:
+        for size in args.sizes:
+            if not machine or _skip_note(case, size, args, settings):
+                continue
+            scores, _ = estimated_bytes(case.mixer, settings.batch, size, settings.dtype)
+            if scores > machine:
+                raise BenchError(
+                    f"{case.name} @ {size} (--batch {settings.batch}): the straightforward "
+                    f"version's scores need an estimated {_size(scores)}, more than this "
+                    f"machine's {_size(machine)} ({settings.device.type}); lower "
+                    f"--memory-limit (now {args.memory_limit:g} GiB), --batch or --sizes"
+                )
+
+
 def run_all(
     cases: Sequence[Case], args: argparse.Namespace, settings: Settings, peak: float
 ) -> tuple[list[Row], list[str], list[dict[str, Any]]]:
@@ -236,6 +269,7 @@ def bench(args: argparse.Namespace, settings: Settings, command: str) -> int:
                          f"--stages {args.stages}")
     for case in cases:
         (case.block_module or case.mixer).to(device=settings.device, dtype=settings.dtype)
+    check_memory(cases, args, settings)
     peak = matmul_peak(settings.device, args.peak_n, settings.repeats, settings.warmup)
     env = environment(settings, peak, args, command)
     _print_header(env, settings, cases)
@@ -272,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
     """``python -m minilg bench``: validate the options, run with ``--threads`` (restored
     after), print and write the results; expected failures raise :class:`BenchError`."""
     settings = settings_from(args)
+    check_out(args.out)  # before any measurement: the results are never lost at the end
     command = command_line(args)
     args = argparse.Namespace(**{**vars(args), "sizes": sorted(set(args.sizes))})
     threads = torch.get_num_threads()

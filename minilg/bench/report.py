@@ -20,13 +20,14 @@ from typing import Any
 import torch
 
 from minilg.bench.breakdown import CATEGORIES
-from minilg.bench.settings import PATHS, Settings
+from minilg.bench.settings import PATHS, BenchError, Settings
 from minilg.bench.targets import Target
 from minilg.bench.timing import Row
 from minilg.io import atomic_write_text, atomic_write_with
 
-__all__ = ["breakdown_records", "breakdown_table", "cpu_model", "environment", "plot",
-           "print_report", "results_markdown", "results_table", "scaling_table", "write_csv",
+__all__ = ["BENCH_MARKER", "OUTPUT_NAMES", "breakdown_records", "breakdown_table", "check_out",
+           "cpu_model", "environment", "plot", "print_report", "results_markdown",
+           "results_table", "scaling_table", "write_csv",
            "write_outputs"]
 
 
@@ -226,10 +227,31 @@ def plot(rows: Sequence[Row], path: Path) -> bool:
     return True
 
 
+# What bench writes in --out, and the marker that says it wrote them there.
+OUTPUT_NAMES = ("bench.csv", "scaling.csv", "bench.json", "bench.md", "breakdown.csv",
+                "bench.png")
+BENCH_MARKER = ".minilg-bench"
+
+
+def check_out(out: Path) -> None:
+    """Before any measurement: ``out`` is a writable folder (or can be made), and the result
+    files it holds were written there by bench (its :data:`BENCH_MARKER`); BenchError if not."""
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"--out {out} is a file, not a folder: choose a folder path")
+    found = [n for n in OUTPUT_NAMES if os.path.lexists(out / n)]
+    if found and not (out / BENCH_MARKER).is_file():
+        raise BenchError(f"{out} already holds {', '.join(found)}, which bench did not write "
+                         "there: move them away or choose another --out")
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK):
+        raise BenchError(f"--out {out}: {existing} is not writable; choose a writable folder")
+
+
 def write_outputs(out: Path, payload: dict[str, Any], rows: Sequence[Row]) -> list[Path]:
     """``bench.csv``, ``scaling.csv``, ``bench.json``, ``bench.md``, ``bench.png`` under ``out``
-    (and ``breakdown.csv`` with ``--breakdown``)."""
+    (and ``breakdown.csv`` with ``--breakdown``), with the :data:`BENCH_MARKER`."""
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / BENCH_MARKER, "written by python -m minilg bench\n")
     records = [asdict(r) for r in rows]
     write_csv(out / "bench.csv", [{k: v for k, v in r.items() if not k.endswith("samples_ms")}
                                   for r in records])

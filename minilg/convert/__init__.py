@@ -108,22 +108,59 @@ def families() -> list[str]:
     return sorted(_CONVERTERS)
 
 
+WRAPPERS = ("model", "state_dict", "model_ema", "module")
+
+
+def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> tuple[Mapping[str, Any], list[str]]:
+    """The state dict inside a checkpoint, and what was unwrapped to reach it.
+
+    Unwraps, repeatedly, a mapping whose tensors sit under one of :data:`WRAPPERS` (``"model"``
+    in official checkpoints, ``"state_dict"`` in Lightning-style ones, ...; other entries such
+    as ``"epoch"`` or ``"optimizer"`` are left behind), then the ``module.`` prefix that
+    ``DistributedDataParallel`` puts on every key. A mapping that already holds the tensors is
+    returned as it is, with no steps.
+    """
+    steps: list[str] = []
+    state: Mapping[str, Any] = checkpoint
+    while True:
+        inner = next(((key, state[key]) for key in WRAPPERS
+                      if isinstance(state.get(key), Mapping)), None)
+        if inner is None:
+            break
+        steps.append(f"the checkpoint's {inner[0]!r} entry")
+        state = inner[1]
+    prefix = "module."
+    if state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
+        steps.append(f"the {prefix!r} prefix (DistributedDataParallel) of {len(state)} keys")
+        state = {k[len(prefix):]: v for k, v in state.items()}
+    return state, steps
+
+
 def unwrap_checkpoint(checkpoint: Mapping[str, Any]) -> Mapping[str, Tensor]:
-    """The state dict of an official checkpoint: its ``"model"`` (or ``"state_dict"``) entry,
-    or the mapping itself when it already holds tensors."""
-    for key in ("model", "state_dict"):
-        inner = checkpoint.get(key)
-        if isinstance(inner, Mapping):
-            return inner
-    return checkpoint
+    """The state dict of a checkpoint (:func:`unwrap_state_dict` without the steps)."""
+    return unwrap_state_dict(checkpoint)[0]
 
 
 def convert_official(family: str, state_dict: Mapping[str, Tensor], **config: Any) -> Conversion:
-    """Convert and account: see the module docstring. Unwraps ``{"model": ...}`` checkpoints."""
+    """Convert and account: see the module docstring. Unwraps checkpoints
+    (:func:`unwrap_state_dict`) and says so in the conversion's notes."""
     _load_converters()
     if family not in _CONVERTERS:
         raise ConversionError(f"unknown family {family!r}; available: {', '.join(families())}")
-    return _CONVERTERS[family](unwrap_checkpoint(state_dict), dict(config))
+    state, steps = unwrap_state_dict(state_dict)
+    conversion = _CONVERTERS[family](state, dict(config))
+    if steps:
+        conversion.notes.insert(0, "unwrapped " + "; ".join(steps))
+    return conversion
+
+
+def config_overrides(config: Any) -> dict[str, Any]:
+    """A config dataclass as ``create_model`` overrides that survive JSON: tuples as lists."""
+
+    def plain(value: Any) -> Any:
+        return [plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+    return {name: plain(value) for name, value in vars(config).items()}
 
 
 def from_official(family: str, state_dict: Mapping[str, Tensor], **config: Any) -> nn.Module:
@@ -260,7 +297,8 @@ def _load_converters() -> None:
 
 
 __all__ = [
-    "Conversion", "ConversionError", "Converter", "Drop", "config_from_yaml", "convert_official",
-    "converted_metadata", "families", "from_official", "read_official_yaml", "register_converter",
-    "register_yaml_mapping", "strict_load", "unwrap_checkpoint",
+    "WRAPPERS", "Conversion", "ConversionError", "Converter", "Drop", "config_from_yaml",
+    "config_overrides", "convert_official", "converted_metadata", "families", "from_official",
+    "read_official_yaml", "register_converter", "register_yaml_mapping", "strict_load",
+    "unwrap_checkpoint", "unwrap_state_dict",
 ]

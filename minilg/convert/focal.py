@@ -4,12 +4,20 @@
 
 ``config`` takes the official ``FocalTransformer`` constructor's arguments; missing ones take its
 defaults (note ``focal_levels=[1, 1, 1, 1]``: no pooled level unless given; the released yaml
-files use 2). The model follows the official data flow (:mod:`minilg.attention.focal`), so its
-outputs equal the official model's. Pass ``follow="paper"`` (a minilg option) to run the same
-weights on the paper's keys: the fine level's two official biases become one dense bias with
-duplicated ring slots merged by ``logaddexp`` (:func:`~minilg.attention.focal.
-official_to_paper_fine_bias`); that model equals the official one on every window whose ring
-does not wrap around the border.
+files use 2). The domain is what the official code runs: any ``focal_levels`` per stage (pooled
+levels ``k = 0 .. L - 2``, :mod:`minilg.attention.focal_official`), odd ``focal_windows``,
+``expand_sizes`` per stage, ``expand_layer`` ``"all"``/``"even"``/``"odd"``, ``focal_stages``,
+``focal_pool`` ``"fc"``/``"mean"``/``"max"``/``"conv"``/``"none"``, ``use_shift``,
+``use_conv_embed``, ``use_layerscale``. The model follows the official data flow
+(:mod:`minilg.attention.focal_official`), so its outputs equal the official model's; the
+conversion names the registered model (``focal_tiny``) and the overrides that rebuild it, so
+converted files reload with :func:`minilg.train.load_model`.
+
+Pass ``follow="paper"`` (a minilg option) to run the same weights on the paper's keys: the fine
+level's two official biases become one dense bias with duplicated ring slots merged by
+``logaddexp`` (:func:`~minilg.attention.focal_official.official_to_paper_fine_bias`); that
+model equals the official one on every window whose ring does not wrap around the border (only
+where the pooled levels have a paper form: ``s_w`` dividing the window).
 
 Key map (``s`` stage, ``i`` block, ``k`` pooled level)::
 
@@ -21,7 +29,8 @@ Key map (``s`` stage, ``i`` block, ``k`` pooled level)::
                                            -> ...mixer.ring_bias.bias_table (h, 49, 132)
     ...attn.relative_position_bias_table_to_windows.k (h, T)
                                            -> ...mixer.level_bias.k.bias_table (T, h)
-    layers.s.blocks.i.pool_layers.k        -> ...mixer.pools.k.fc.pool
+    layers.s.blocks.i.pool_layers.k        -> ...mixer.pools.k.fc.pool ("fc")
+                                              ...mixer.pools.k.conv ("conv")
     layers.s.blocks.i.gamma_1 / gamma_2          -> ...scale1.gamma / scale2.gamma
     layers.s.downsample.proj / .norm       -> stages.{s+1}.downsample.conv / .norm
     norm, head                                   -> norm, head
@@ -34,13 +43,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from minilg.attention.focal_official import OfficialFocalAttention, official_to_paper_fine_bias
-from minilg.convert import Conversion, ConversionError, register_converter
+from minilg.convert import Conversion, ConversionError, config_overrides, register_converter
 from minilg.models.focal import FocalConfig, build_focal
 
 OFFICIAL_DEFAULTS: dict[str, Any] = {
@@ -94,22 +104,19 @@ def focal_config(config: dict[str, Any]) -> tuple[FocalConfig, dict[str, Any]]:
     if c["qk_scale"] not in (None, False):
         raise ConversionError(f"official option qk_scale={c['qk_scale']!r} is not supported "
                               "(minilg scales by head_dim^-0.5, qk_scale=None)")
-    if c["focal_pool"] not in ("fc", "mean", "max", "none"):
+    if c["focal_pool"] not in ("fc", "mean", "max", "conv", "none"):
         raise ConversionError(f"official option focal_pool={c['focal_pool']!r} is not "
-                              "supported (fc, mean, max or none)")
-    levels = list(c["focal_levels"])
-    if any(level not in (1, 2) for level in levels):
+                              "supported (fc, mean, max, conv or none)")
+    stages = len(c["depths"])
+    levels = [int(level) for level in c["focal_levels"]][:stages]
+    if any(level < 1 for level in levels):
         raise ConversionError(f"official option focal_levels={levels} is not supported: "
-                              "minilg converts 1 (window + ring) or 2 (+ one pooled level)")
-    if len(set(c["expand_sizes"])) != 1:
-        raise ConversionError(f"official option expand_sizes={c['expand_sizes']} is not "
-                              "supported: minilg uses one expand size for all stages")
+                              "each stage needs at least 1 (the window and its ring)")
     windows = list(c["focal_windows"])
     if any(w % 2 == 0 for w in windows):
         raise ConversionError(f"official option focal_windows={windows} is not supported: "
                               "even focal windows give an unfold larger than the bias table")
-    stages = len(c["depths"])
-    pooled = tuple(s for s in c["focal_stages"] if s < stages and levels[s] == 2)
+    pooled = tuple(s for s in c["focal_stages"] if s < stages and levels[s] >= 2)
     if c["focal_pool"] == "none":
         pooled = ()
     return FocalConfig(
@@ -118,7 +125,8 @@ def focal_config(config: dict[str, Any]) -> tuple[FocalConfig, dict[str, Any]]:
         drop_path_rate=float(c["drop_path_rate"]), num_classes=int(c["num_classes"]),
         img_size=int(c["img_size"]), in_chans=int(c["in_chans"]),
         patch_size=int(c["patch_size"]), window=int(c["window_size"]),
-        expand=int(c["expand_sizes"][0]), focal_regions=tuple(windows[:stages]),
+        expand=tuple(int(e) for e in c["expand_sizes"][:stages]),
+        focal_regions=tuple(windows[:stages]), focal_levels=tuple(levels),
         follow="official", shift=bool(c["use_shift"]),
         pool="fc" if c["focal_pool"] == "none" else c["focal_pool"],
         use_conv_embed=bool(c["use_conv_embed"]), expand_layer=c["expand_layer"],
@@ -127,10 +135,14 @@ def focal_config(config: dict[str, Any]) -> tuple[FocalConfig, dict[str, Any]]:
     ), defaults
 
 
-def rename(key: str, use_conv_embed: bool) -> str | None:
+def rename(key: str, use_conv_embed: bool, pool: str = "fc") -> str | None:
     """The minilg key of an official parameter key, or ``None`` if it is not one."""
     if key.startswith("patch_embed.proj."):
         return ("stem.conv." if use_conv_embed else "stem.proj.") + key[len("patch_embed.proj."):]
+    conv_pool = re.match(r"^layers\.(\d+)\.blocks\.(\d+)\.pool_layers\.(\d+)\.", key)
+    if conv_pool and pool == "conv":
+        s, i, k = conv_pool.groups()
+        return f"stages.{s}.blocks.{i}.mixer.pools.{k}.conv." + key[conv_pool.end():]
     for pattern, target in RENAMES:
         if re.match(pattern, key):
             return re.sub(pattern, target, key)
@@ -156,7 +168,10 @@ def convert(state_dict: Mapping[str, Tensor], config: dict[str, Any]) -> Convers
     if follow not in ("official", "paper"):
         raise ConversionError(f"follow must be 'official' or 'paper', got follow={follow!r}")
     focal, defaults = focal_config(config)
-    model = build_focal(focal)
+    try:
+        model = build_focal(focal)
+    except ValueError as e:
+        raise ConversionError(f"minilg cannot build this Focal Transformer: {e}") from e
     targets = model.state_dict()
     conversion = Conversion(model, defaults=defaults)
     loaded: dict[str, Tensor] = {}
@@ -164,7 +179,7 @@ def convert(state_dict: Mapping[str, Tensor], config: dict[str, Any]) -> Convers
         if DROPPED_BUFFERS.search(key):
             conversion.dropped[key] = "index/mask buffer: minilg rebuilds its geometry"
             continue
-        name = rename(key, focal.use_conv_embed)
+        name = rename(key, focal.use_conv_embed, focal.pool)
         if name is None or name not in targets:
             raise ConversionError(f"unexpected official key {key!r} (not in the model built "
                                   "from this config)")
@@ -176,16 +191,21 @@ def convert(state_dict: Mapping[str, Tensor], config: dict[str, Any]) -> Convers
                               f"config needs, e.g. {missing[:3]}")
     model.load_state_dict(loaded, strict=True)
     if follow == "paper":
-        conversion.model = to_paper_mode(model, focal)
+        focal = replace(focal, follow="paper", position_bias="official")
+        try:
+            conversion.model = to_paper_mode(model, focal)
+        except ValueError as e:
+            raise ConversionError(f"these official levels have no paper-mode form: {e}") from e
     conversion.model.eval()
+    conversion.name = "focal_tiny"  # the registered model; the overrides rebuild the rest
+    conversion.overrides = config_overrides(focal)
     return conversion
 
 
 def to_paper_mode(official: nn.Module, config: FocalConfig) -> nn.Module:
-    """The same weights on the paper's keys (``position_bias="official"`` bias shapes)."""
-    from dataclasses import replace
-
-    paper = build_focal(replace(config, follow="paper", position_bias="official"))
+    """The same weights on the paper's keys (``config``: ``follow="paper"``,
+    ``position_bias="official"`` bias shapes)."""
+    paper = build_focal(config)
     state = {k: v for k, v in official.state_dict().items()
              if ".window_bias." not in k and ".ring_bias." not in k}
     for name, module in official.named_modules():

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from minilg.convert import Conversion, ConversionError, register_converter
+from minilg.convert import Conversion, ConversionError, config_overrides, register_converter
 from minilg.models.hat_net import Activation, HATConfig, build_hat_net
 
 OFFICIAL_DEFAULTS: dict[str, Any] = {
@@ -148,6 +148,7 @@ def convert(state_dict: Mapping[str, Tensor], config: dict[str, Any]) -> Convers
     with torch.no_grad():
         model.load_state_dict(loaded, strict=True)
     model.eval()
+    conversion.name, conversion.overrides = "hat_net_tiny", config_overrides(hat_config)
     return conversion
 
 

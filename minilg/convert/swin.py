@@ -20,7 +20,8 @@ Key layout (official -> minilg)::
     layers.i.downsample.{norm,reduction}       -> stages.{i+1}.downsample.{norm,reduction}
     norm, head                                 -> norm, head
     layers.i.blocks.j.attn.relative_position_index, layers.i.blocks.j.attn_mask: dropped
-        ("rebuilt from the config"; their shapes are checked)
+        ("rebuilt from the config"; their shapes are checked when present; they may be absent,
+        as in timm exports and many re-saved checkpoints)
 
 The official ``layers.i.downsample`` (PatchMerging at the END of stage ``i``) is minilg's
 ``stages[i + 1].downsample``, which runs at the START of stage ``i + 1``: the same sequence of
@@ -107,6 +108,10 @@ def convert_swin(state_dict: Mapping[str, Tensor], config: dict[str, Any]) -> Co
         raise ConversionError(f"minilg cannot build this Swin: {e}") from e
     conversion = strict_load(model, state_dict, rename, adapt=_embed_clipped_table)
     conversion.defaults, conversion.notes = defaults, notes
+    absent = sum(1 for k in official_keys(cfg) if _BUFFERS.fullmatch(k) and k not in state_dict)
+    if absent:
+        conversion.notes.append(f"{absent} relative_position_index / attn_mask buffer(s) absent "
+                                "from the checkpoint: minilg rebuilds them from the config")
     conversion.name = "swin_tiny"
     conversion.overrides = {
         k: list(v) if isinstance(v, tuple) else v for k, v in vars(swin).items()
@@ -255,7 +260,9 @@ def cross_check(state_dict: Mapping[str, Tensor], cfg: Mapping[str, Any]) -> Non
     classes = 0 if head is None else int(head.shape[0])
     if classes != cfg["num_classes"]:
         raise _mismatch("num_classes", cfg["num_classes"], classes, "rows of head.weight")
-    missing = [k for k in official_keys(cfg) if k not in state_dict]
+    # the index/mask buffers are rebuilt from the config: timm exports and re-saved
+    # checkpoints often lack them, and that is fine
+    missing = [k for k in official_keys(cfg) if k not in state_dict and not _BUFFERS.fullmatch(k)]
     if missing:
         raise ConversionError(f"missing key {missing[0]!r} in the official state dict"
                               + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))

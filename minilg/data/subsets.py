@@ -114,7 +114,9 @@ def _fingerprint(items: Sequence[tuple[ImageSource, int, str]]) -> str:
     """sha256 over every item's relative name, label, size and mtime (the folder's content)."""
     h = hashlib.sha256()
     for source, label, shown in items:
-        st = source.stat() if isinstance(source, Path) else None
+        # a dangling symlink has no size: it is fingerprinted by its name and skipped later
+        st = source.lstat() if isinstance(source, Path) and not source.exists() else (
+            source.stat() if isinstance(source, Path) else None)
         size, mtime = (st.st_size, st.st_mtime_ns) if st else (len(bytes(source)), 0)
         h.update(f"{shown}|{label}|{size}|{mtime}\n".encode())
     return h.hexdigest()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from einops import rearrange, reduce
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from minilg.models.base import (
     ModelBase,
+    check_model_args,
     check_positive,
     drop_path_rates,
     init_weights,
@@ -39,6 +41,10 @@ from minilg.models.stages import (
     default_mlp,
 )
 from minilg.nn import NormFactory, layer_norm
+
+# patch tokens (B, h, w, C) -> each output format of forward_intermediates
+TOKEN_FORMATS = {"NCHW": "b h w c -> b c h w", "NHWC": "b h w c -> b h w c",
+                 "NLC": "b h w c -> b (h w) c"}
 
 
 class HierarchicalBackbone(ModelBase):
@@ -80,6 +86,7 @@ class HierarchicalBackbone(ModelBase):
         init_convs: bool = False,
     ) -> None:
         super().__init__()
+        check_model_args(num_classes, img_size, drop_path_rate)
         _check_stages(dims, depths, heads, img_size, drop_path_rate)
         self.num_classes, self.img_size, self.num_features = num_classes, img_size, dims[-1]
         self.in_chans = in_chans
@@ -106,14 +113,18 @@ class HierarchicalBackbone(ModelBase):
         x: Tensor,
         indices: int | Sequence[int] | None = None,
         norm: bool = False,
+        stop_early: bool = False,
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
     ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
-        """Stage outputs for dense tasks (timm's API).
+        """Stage outputs for dense tasks (timm's API and semantics).
 
         Args:
-            indices: stages to return (``None``: all; an int ``n``: the last ``n``).
+            indices: stages to return (``None``: all; an int ``n``: the last ``n``; a sequence:
+                those stages, negative from the end), always in stage order.
             norm: apply the final norm to the last stage's output.
+            stop_early: run no stage after the last one asked for (with
+                ``intermediates_only=True``; the final features need every stage).
             output_fmt: ``"NCHW"`` (timm's default) or ``"NHWC"`` (minilg's channels-last).
             intermediates_only: return only the list.
 
@@ -124,10 +135,14 @@ class HierarchicalBackbone(ModelBase):
         if output_fmt not in ("NCHW", "NHWC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
         wanted = stage_indices(indices, len(self.stages))
+        last = max(wanted) if stop_early else len(self.stages) - 1
+        if last < len(self.stages) - 1 and not intermediates_only:
+            raise ValueError(f"stop_early=True stops after stage {last}, before the final "
+                             "features: use intermediates_only=True, got intermediates_only=False")
         self.check_images(x)
         x = self.stem(x)
         out: list[Tensor] = []
-        for index, stage in enumerate(self.stages):
+        for index, stage in enumerate(self.stages[: last + 1]):
             x = stage(x)
             if index in wanted:
                 y = self.norm(x) if norm and index == len(self.stages) - 1 else x
@@ -135,6 +150,25 @@ class HierarchicalBackbone(ModelBase):
         if intermediates_only:
             return out
         return self.norm(x), out
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True,
+    ) -> list[int]:
+        """Keep only the stages up to the last of ``indices`` (timm's API and semantics).
+
+        ``prune_norm`` replaces the final norm by the identity, ``prune_head`` removes the
+        classifier (``num_classes = 0``). Returns the stage indices taken, as
+        :meth:`forward_intermediates` reads ``indices`` (sorted).
+        """
+        taken = sorted(stage_indices(indices, len(self.stages)))
+        keep = taken[-1] + 1
+        self.stages = self.stages[:keep]
+        self.feature_info = self.feature_info[:keep]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return taken
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, 3, H, W) -> (B, H/32, W/32, C_last)``: stem, stages, norm."""
@@ -207,6 +241,7 @@ class IsotropicBackbone(ModelBase):
         norm: NormFactory = nn.LayerNorm,
     ) -> None:
         super().__init__()
+        check_model_args(num_classes, img_size, drop_path_rate)
         check_positive("dim, depth, img_size, patch_size", [dim, depth, img_size, patch_size])
         if img_size % patch_size:
             raise ValueError(
@@ -233,8 +268,9 @@ class IsotropicBackbone(ModelBase):
         self.reset_classifier(num_classes)
         init_weights(self)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """``(B, 3, H, W) -> (B, num_prefix + N, C)`` normalised tokens, class token first."""
+    def embed(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, 3, H, W) -> (grid (B, h, w, C), prefix (B, num_prefix, C))``: patch tokens
+        and the class token, position embeddings added."""
         if tuple(x.shape[-2:]) != (self.img_size, self.img_size):
             raise ValueError(
                 f"{type(self).__name__} was built for img_size={self.img_size}, got an input of "
@@ -244,16 +280,70 @@ class IsotropicBackbone(ModelBase):
         pos_prefix = self.pos_embed[:, : self.num_prefix]
         pos_grid = self.pos_embed[:, self.num_prefix :]
         grid = grid + rearrange(pos_grid, "1 (h w) c -> 1 h w c", h=self.grid[0])
-        prefix = self.cls_token.expand(x.shape[0], -1, -1) + pos_prefix
+        return grid, self.cls_token.expand(x.shape[0], -1, -1) + pos_prefix
+
+    def run_block(self, block: nn.Module, grid: Tensor, prefix: Tensor) -> tuple[Tensor, Tensor]:
+        """One block on the patch tokens and the prefix tokens."""
+        if self.num_prefix:
+            assert isinstance(block, Block)
+            return block.forward_with_extra(grid, prefix)
+        return block(grid), prefix
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, 3, H, W) -> (B, num_prefix + N, C)`` normalised tokens, class token first."""
+        grid, prefix = self.embed(x)
         for block in self.blocks:
-            if self.num_prefix:
-                assert isinstance(block, Block)
-                grid, prefix = block.forward_with_extra(grid, prefix)
-            else:
-                grid = block(grid)
+            grid, prefix = self.run_block(block, grid, prefix)
         tokens = torch.cat([prefix, rearrange(grid, "b h w c -> b (h w) c")], dim=1)
         out: Tensor = self.norm(tokens)
         return out
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Any] | tuple[Tensor, list[Any]]:
+        """Block outputs (timm's ViT API and semantics): ``indices`` of blocks as
+        :meth:`HierarchicalBackbone.forward_intermediates`; ``norm`` applies the final norm to
+        each; patch tokens as ``"NCHW"`` ``(B, C, h, w)``, ``"NHWC"`` or ``"NLC"`` ``(B, N, C)``;
+        ``return_prefix_tokens`` pairs each with its ``(B, num_prefix, C)`` class token."""
+        if output_fmt not in TOKEN_FORMATS:
+            raise ValueError(f"output_fmt must be 'NCHW', 'NHWC' or 'NLC', got {output_fmt!r}")
+        wanted = stage_indices(indices, len(self.blocks))
+        last = max(wanted) if stop_early else len(self.blocks) - 1
+        if last < len(self.blocks) - 1 and not intermediates_only:
+            raise ValueError(f"stop_early=True stops after block {last}, before the final "
+                             "features: use intermediates_only=True, got intermediates_only=False")
+        grid, prefix = self.embed(x)
+        out: list[Any] = []
+        for index, block in enumerate(self.blocks[: last + 1]):
+            grid, prefix = self.run_block(block, grid, prefix)
+            if index in wanted:
+                y, p = (self.norm(grid), self.norm(prefix)) if norm else (grid, prefix)
+                y = rearrange(y, TOKEN_FORMATS[output_fmt])
+                out.append((y, p) if return_prefix_tokens else y)
+        if intermediates_only:
+            return out
+        tokens = torch.cat([prefix, rearrange(grid, "b h w c -> b (h w) c")], dim=1)
+        return self.norm(tokens), out
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True,
+    ) -> list[int]:
+        """Keep only the blocks up to the last of ``indices`` (timm's ViT semantics); see
+        :meth:`HierarchicalBackbone.prune_intermediate_layers`."""
+        taken = sorted(stage_indices(indices, len(self.blocks)))
+        self.blocks = self.blocks[: taken[-1] + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return taken
 
     def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
         """Class token (or mean of patch tokens without one) -> linear head."""

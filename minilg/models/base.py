@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from minilg.attention.core import linear_macs
+from minilg.validate import positive_int, whole_number
 
 
 def trunc_normal_init(module: nn.Module, convs: bool = False) -> None:
@@ -54,6 +56,21 @@ def drop_path_rates(rate: float, blocks: int) -> list[float]:
     return [rate * i / (blocks - 1) if blocks > 1 else 0.0 for i in range(blocks)]
 
 
+def check_model_args(num_classes: object, img_size: object, drop_path_rate: object) -> None:
+    """The arguments every backbone shares, checked first (minilg.validate's message shape):
+    ``num_classes`` an integer >= 0 (0: no head, features out), ``img_size`` a positive integer,
+    ``drop_path_rate`` a number in [0, 1) (reported as passed, before it is spread over blocks).
+    """
+    whole_number(num_classes, "num_classes")
+    positive_int(img_size, "img_size")
+    if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) or not (
+        0.0 <= drop_path_rate < 1.0
+    ):
+        raise ValueError(
+            f"drop_path_rate must be a number in [0, 1), got drop_path_rate={drop_path_rate!r}"
+        )
+
+
 def check_positive(name: str, values: Sequence[int | float]) -> None:
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in values):
         raise ValueError(f"{name} must be positive, got {list(values)}")
@@ -91,6 +108,13 @@ class ModelBase(nn.Module):
             )
         if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
             raise ValueError(f"{name} got an empty batch of shape {tuple(x.shape)}")
+        weights = next(self.parameters(), None)
+        if (weights is not None and x.dtype != weights.dtype
+                and not torch.is_autocast_enabled(x.device.type)):
+            raise ValueError(
+                f"{name} has {weights.dtype} weights but got {x.dtype} images; convert them "
+                f"with x.to({weights.dtype}) (or the model with model.to({x.dtype}))"
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_images(x)

@@ -16,14 +16,22 @@ Switches for the paper's ablations and the official options:
 * ``interactions`` (Fig. 5): ``"both"`` (Focal-T), ``"window"`` (window attention only),
   ``"local"`` (fine ring, no pooled level), ``"global"`` (window + pooled level, no ring);
 * ``shift`` (Table 8): odd blocks shift the windows by ``s_p // 2``;
-* ``window`` (Table 7: 14), ``expand`` (ring width), ``focal_window`` / ``focal_regions``
-  (the pooled level's ``s_w`` and per-stage ``s_r``), ``levels`` (any levels per stage,
-  overriding the four fields above), ``depths`` (Table 9);
+* ``window`` (Table 7: 14), ``expand`` (ring width, one for all stages or one per stage),
+  ``focal_window`` / ``focal_regions`` (the pooled level's ``s_w`` and per-stage ``s_r``),
+  ``focal_levels`` (levels per stage counting the fine one, the official ``focal_levels``:
+  pooled level ``k = 0 .. L - 2`` pools ``floor(s_p / 2^k)`` sub-windows and gathers
+  ``s_r + 2^k - 1`` of them per side, :func:`~minilg.attention.focal_official.official_levels`;
+  default 2), ``levels`` (any levels per stage, overriding the fields above), ``depths``
+  (Table 9);
 * ``use_conv_embed``: overlapping convolutions (stem ``k = patch + 3``, stride ``patch``,
   padding 2: 7/4/2 as the official; between stages 3/2/1);
 * official options: ``expand_layer`` (``"all"``; ``"even"`` / ``"odd"`` drop the ring on even /
   odd block indices, as the official code), ``focal_stages`` (stages with a pooled level),
   ``layer_scale``, ``pool``.
+
+Stochastic depth: Focal-T 0.2; Focal-S / Focal-B 0.2 / 0.3 in paper mode (Sec. 4.1, the
+ImageNet recipe) and 0.3 / 0.5 with ``follow="official"`` (the official classification configs;
+the paper uses those for detection). An explicit ``drop_path_rate`` override wins.
 
 Learned pooling starts as the mean (weights ``1/s_w^2``, bias 0) in minilg, as the paper's
 block intends (its own ``init_weights``, which the backbone's initialisation calls); the official
@@ -56,9 +64,10 @@ StageLevels = tuple[tuple[int, int], ...]
 @dataclass(frozen=True)
 class FocalConfig(HierarchicalConfig):
     window: int = 7
-    expand: int = 3
+    expand: int | tuple[int, ...] = 3
     focal_window: int | None = None
     focal_regions: tuple[int, ...] = (7, 5, 3, 1)
+    focal_levels: tuple[int, ...] | None = None
     levels: tuple[StageLevels, ...] | None = None
     interactions: Interactions = "both"
     follow: Follow = "paper"
@@ -81,10 +90,15 @@ def check_config(config: FocalConfig) -> None:
     for name, value, allowed in choices:
         if value not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {name}={value!r}")
-    if config.expand < 0 or config.window < 1:
-        raise ValueError(f"window must be >= 1 and expand >= 0, got {config.window}, "
-                         f"{config.expand}")
     stages = len(config.dims)
+    expand = (config.expand,) * stages if isinstance(config.expand, int) else config.expand
+    if len(expand) != stages or min(expand) < 0 or config.window < 1:
+        raise ValueError(f"window must be >= 1 and expand >= 0 (one, or one per stage), got "
+                         f"window={config.window}, expand={config.expand!r}")
+    if config.focal_levels is not None and (
+            len(config.focal_levels) != stages or min(config.focal_levels) < 1):
+        raise ValueError(f"focal_levels must hold one level count >= 1 per stage ({stages}), "
+                         f"got focal_levels={config.focal_levels!r}")
     if config.levels is not None and len(config.levels) != stages:
         raise ValueError(f"levels needs one tuple of (s_w, s_r) per stage ({stages}), "
                          f"got {config.levels!r}")
@@ -101,13 +115,18 @@ def stage_levels(config: FocalConfig, spec: BlockSpec) -> tuple[int, StageLevels
     side = min(spec.feature_size)
     clipped = side <= config.window
     window = side if clipped else config.window
-    expand = 0 if clipped or config.interactions in ("window", "global") else config.expand
+    expand = config.expand if isinstance(config.expand, int) else config.expand[spec.stage]
+    if clipped or config.interactions in ("window", "global"):
+        expand = 0
     if config.expand_layer != "all" and spec.index % 2 == (config.expand_layer == "odd"):
-        expand = 0  # the official "even"/"odd": the ring only on even/odd block indices
+        expand = 0  # the official "even"/"odd": no ring on even/odd block indices
     levels: list[tuple[int, int]] = [(1, window + 2 * expand)]
     if config.interactions in ("both", "global") and spec.stage in config.focal_stages:
         ratio = config.window // (config.focal_window or config.window)
-        levels.append((max(1, window // ratio), config.focal_regions[spec.stage]))
+        region = config.focal_regions[spec.stage]
+        count = 2 if config.focal_levels is None else config.focal_levels[spec.stage]
+        levels += [(max(1, window // ratio) if k == 0 else window // (ratio * 2**k),
+                    region + 2**k - 1) for k in range(count - 1)]
     shift = window // 2 if config.shift and spec.index % 2 and not clipped else 0
     return window, tuple(levels), shift
 
@@ -165,16 +184,21 @@ def focal_tiny(**overrides: Any) -> HierarchicalBackbone:
     return build_focal(with_overrides(FOCAL_T, overrides))
 
 
+def drop_path_for(overrides: dict[str, Any], paper: float, official: float) -> float:
+    """Focal-S/B stochastic depth keyed to ``follow`` (module docstring)."""
+    return official if overrides.get("follow") == "official" else paper
+
+
 @register_model("focal_small", family="focal", paper="Focal-S")
 def focal_small(**overrides: Any) -> HierarchicalBackbone:
-    config = FocalConfig(depths=(2, 2, 18, 2), drop_path_rate=0.3)
+    config = FocalConfig(depths=(2, 2, 18, 2), drop_path_rate=drop_path_for(overrides, 0.2, 0.3))
     return build_focal(with_overrides(config, overrides))
 
 
 @register_model("focal_base", family="focal", paper="Focal-B")
 def focal_base(**overrides: Any) -> HierarchicalBackbone:
     config = FocalConfig(dims=(128, 256, 512, 1024), depths=(2, 2, 18, 2),
-                         heads=(4, 8, 16, 32), drop_path_rate=0.5)
+                         heads=(4, 8, 16, 32), drop_path_rate=drop_path_for(overrides, 0.3, 0.5))
     return build_focal(with_overrides(config, overrides))
 
 

@@ -134,20 +134,33 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def metadata_digest(metadata: dict[str, str]) -> str:
+    """sha256 over every metadata entry but the checksums themselves, in key order."""
+    plain = {k: v for k, v in metadata.items() if k not in _CHECKSUM_KEYS}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
+
+
+_CHECKSUM_KEYS = ("tensors_sha256", "metadata_sha256")
+
+
 def _weights_bytes(model: nn.Module, metadata: dict[str, str]) -> bytes:
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {**metadata, "tensors_sha256": tensors_digest(tensors)}
+    meta["metadata_sha256"] = metadata_digest(meta)
     return save(tensors, metadata=meta)
 
 
 def save_weights(path: str | Path, model: nn.Module, metadata: dict[str, str]) -> None:
-    """Atomically save ``model.state_dict()`` as safetensors with string ``metadata`` (plus a
-    ``tensors_sha256`` checksum that :func:`load_weights` verifies)."""
+    """Atomically save ``model.state_dict()`` as safetensors with string ``metadata`` (plus the
+    ``tensors_sha256`` and ``metadata_sha256`` checksums that :func:`load_weights` and
+    :func:`read_weights_metadata` verify: the tensors, and the metadata that rebuilds the
+    model)."""
     atomic_write_bytes(path, lambda: _weights_bytes(model, metadata))
 
 
 def read_weights_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata dictionary stored in a safetensors file header."""
+    """The metadata dictionary stored in a safetensors file header, verified against its
+    ``metadata_sha256`` when there is one (an edited ``img_size`` is a CheckpointError)."""
     try:
         with open(path, "rb") as f:
             n = int.from_bytes(f.read(8), "little")
@@ -157,6 +170,12 @@ def read_weights_metadata(path: str | Path) -> dict[str, str]:
     except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not a safetensors file ({e})") from None
     meta: dict[str, str] = header.get("__metadata__") or {}
+    expected = meta.get("metadata_sha256")
+    if expected is not None and metadata_digest(meta) != expected:
+        raise CheckpointError(
+            f"{path} is corrupt: its metadata (model, num_classes, img_size, ...) do not match "
+            "their checksum; it was edited after it was written"
+        )
     return meta
 
 
@@ -187,10 +206,15 @@ def _ckpt_root(run_dir: str | Path) -> Path:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The current checkpoint folder of ``run_dir`` (named by ``checkpoints/LATEST``), or None."""
+    """The current checkpoint folder of ``run_dir``, or None.
+
+    It is the one ``checkpoints/LATEST`` names. Without ``LATEST`` (deleted by hand, or a kill
+    between the first checkpoint's rename and its pointer) it is the newest checkpoint folder that
+    verifies (:func:`recoverable_checkpoint`): a complete checkpoint is never an orphan.
+    """
     pointer = _ckpt_root(run_dir) / LATEST_FILE
     if not pointer.is_file():
-        return None
+        return recoverable_checkpoint(run_dir)
     name = pointer.read_text().strip()
     folder = pointer.parent / name
     if not name or "/" in name or not folder.is_dir():
@@ -201,16 +225,45 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return folder
 
 
+def recoverable_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest ``epoch-NNNN`` folder of ``run_dir`` that verifies, when ``LATEST`` is missing
+    (None when ``LATEST`` is there or no folder verifies)."""
+    root = _ckpt_root(run_dir)
+    if not root.is_dir() or (root / LATEST_FILE).is_file():
+        return None
+    for folder in sorted(root.glob("epoch-[0-9][0-9][0-9][0-9]"), reverse=True):
+        if folder.is_dir() and not folder.is_symlink():
+            try:
+                verify_checkpoint(folder)
+            except CheckpointError:
+                continue
+            return folder
+    return None
+
+
+def recover_latest(run_dir: str | Path) -> Path | None:
+    """Write the missing ``LATEST`` for :func:`recoverable_checkpoint`; returns the folder it now
+    names (None when nothing was recovered). Call it only while holding the run folder's lock."""
+    folder = recoverable_checkpoint(run_dir)
+    if folder is not None:
+        _point_latest(folder.parent, folder.name)
+    return folder
+
+
 def has_checkpoint(run_dir: str | Path) -> bool:
-    """Whether ``run_dir`` holds a checkpoint (``checkpoints/LATEST``)."""
-    return (_ckpt_root(run_dir) / LATEST_FILE).is_file()
+    """Whether ``run_dir`` holds a checkpoint (``checkpoints/LATEST``, or a complete checkpoint
+    folder that :func:`recover_latest` would make current)."""
+    return (_ckpt_root(run_dir) / LATEST_FILE).is_file() or (
+        recoverable_checkpoint(run_dir) is not None
+    )
 
 
 def clean_orphans(run_dir: str | Path) -> list[str]:
     """Remove what interrupted saves left in ``run_dir/checkpoints``; returns the names removed.
 
-    Orphans: temporary folders and pointer files, and checkpoint folders that ``LATEST`` does
-    not name. Call it only while holding the run folder's lock.
+    Orphans: temporary folders and pointer files, and checkpoint folders that are not current
+    (:func:`latest_checkpoint`: never the newest complete one when ``LATEST`` is missing). Call
+    it only while holding the run folder's lock.
     """
     root = _ckpt_root(run_dir)
     if not root.is_dir():

@@ -24,7 +24,9 @@ from minilg.training.loading import locate_checkpoint, model_from_weights
 from minilg.training.optim import amp_dtype, autocast
 from minilg.training.splits import sample_subset
 
-__all__ = ["add_arguments", "check_classes", "evaluate", "evaluate_checkpoint", "run"]
+__all__ = [
+    "add_arguments", "check_classes", "check_resolution", "evaluate", "evaluate_checkpoint", "run",
+]
 
 
 @torch.no_grad()
@@ -92,6 +94,24 @@ def check_classes(meta: dict[str, str], ds: ImageArrayDataset, weights: Path) ->
     )
 
 
+@torch.no_grad()
+def check_resolution(model: nn.Module, resolution: int, img_size: int, device: torch.device
+                     ) -> None:
+    """ConfigError (with advice ``eval`` can follow) when ``model`` cannot run at
+    ``resolution``: one image is tried before any data is loaded."""
+    if resolution == img_size:
+        return
+    param = next(model.parameters())
+    try:
+        model(torch.zeros(1, 3, resolution, resolution, device=device, dtype=param.dtype))
+    except (ValueError, RuntimeError) as e:
+        why = str(e).splitlines()[0].split("; ")[0]  # not the model's advice to rebuild it
+        raise ConfigError(
+            "resolution", f"{resolution} does not fit this model, built for {img_size} px "
+            f"({why}): evaluate it without --resolution (it then uses {img_size})"
+        ) from None
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,
@@ -118,8 +138,11 @@ def evaluate_checkpoint(
         canonical_subset(data)
     except ValueError as e:
         raise ConfigError("data", str(e)) from None
-    root = root or (cfg.root if cfg else None)
+    if root is None:  # the training run's; an empty --root '' clears it
+        root = cfg.root if cfg else None
+    root = root or None
     resolution = resolution or int(meta["img_size"])
+    check_resolution(model, resolution, int(meta["img_size"]), dev)  # before any data loads
     ds = load_subset(data, "val", resolution, root=root)
     check_classes(meta, ds, weights)
     images, labels = sample_subset(ds.images, ds.labels, max_samples)
@@ -137,7 +160,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True,
                         help="run folder, checkpoint folder or .safetensors file")
     parser.add_argument("--data", help="dataset (default: the one it was trained on)")
-    parser.add_argument("--root", help="data folder (default: the training run's)")
+    parser.add_argument("--root", help="data folder (default: the training run's; --root '' "
+                        "for none)")
     parser.add_argument("--resolution", type=int, help="input side (default: the training one)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=256)

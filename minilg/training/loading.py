@@ -8,6 +8,7 @@ its metadata names and loads the weights: the one place weights files become mod
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ def locate_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any] | None]:
     if p.is_file():  # a loose weights file: its metadata is all there is
         return p, None
     current = ckpt.latest_checkpoint(p)
+    if current is not None and ckpt.recoverable_checkpoint(p) == current:
+        print(f"note: {p / ckpt.CHECKPOINTS_DIR / ckpt.LATEST_FILE} is missing; using "
+              f"{current.name}, the newest complete checkpoint", file=sys.stderr)
     if current is None:
         raise CheckpointError(
             f"no checkpoint in {p} (a run writes checkpoints/ after its first epoch)"

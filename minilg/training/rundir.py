@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,10 @@ from minilg.errors import (
 from minilg.training import checkpoint as ckpt
 from minilg.training.config import TrainConfig
 
-__all__ = ["LOCK_FILE", "check_writable_folder", "claim_out_folder", "run_lock", "saved_config"]
+__all__ = [
+    "LOCK_FILE", "RUN_OUTPUTS", "check_not_inside_data", "check_writable_folder",
+    "claim_out_folder", "foreign_outputs", "run_lock", "saved_config",
+]
 
 LOCK_FILE = ".minilg.lock"
 
@@ -78,8 +82,19 @@ def claim_out_folder(cfg: TrainConfig, out_dir: Path | None, held: contextlib.Ex
         if cfg.resume:
             raise ConfigError("resume", "needs an out folder to resume from (--out)")
         return False
+    check_not_inside_data(out_dir, cfg.root)
     check_writable_folder(out_dir)
+    foreign = [] if cfg.resume else foreign_outputs(out_dir)
+    if foreign:  # refused before the lock file would mark the folder as a run's
+        raise RunExistsError(
+            f"{out_dir} already holds {', '.join(foreign)}, which no minilg run wrote there: "
+            "move them away or choose another out folder"
+        )
     held.enter_context(run_lock(out_dir))
+    recovered = ckpt.recover_latest(out_dir)
+    if recovered is not None:
+        print(f"note: {out_dir / ckpt.CHECKPOINTS_DIR / ckpt.LATEST_FILE} was missing; it names "
+              f"{recovered.name} again, the newest complete checkpoint", file=sys.stderr)
     if cfg.resume and not ckpt.has_checkpoint(out_dir):
         raise NothingToResumeError(
             f"nothing to resume in {out_dir}: it holds no checkpoint (one is written after each "
@@ -96,6 +111,32 @@ def claim_out_folder(cfg: TrainConfig, out_dir: Path | None, held: contextlib.Ex
     if cfg.resume:
         _check_resume_config(saved_config(out_dir), cfg)
     return cfg.resume
+
+
+# What a run writes in its folder; a fresh run replaces them only in a folder minilg has run in.
+RUN_OUTPUTS = (ckpt.CONFIG_FILE, "metrics.csv", "metrics.json", "curves.png", ckpt.CHECKPOINTS_DIR)
+
+
+def foreign_outputs(out_dir: Path) -> list[str]:
+    """The files a run writes (``config.json``, ``metrics.csv``, ...) that ``out_dir`` holds
+    although no run was ever started there. The marker of a run folder is its lock file, which
+    the first run creates before writing anything."""
+    if (out_dir / LOCK_FILE).is_file():
+        return []
+    return [n for n in RUN_OUTPUTS if os.path.lexists(out_dir / n)]
+
+
+def check_not_inside_data(out_dir: Path, root: str | None) -> None:
+    """ConfigError when the out folder is the data folder ``root`` or inside it: a run never
+    writes into the source of its own input."""
+    if not root:
+        return
+    data, out = Path(root).expanduser().resolve(), out_dir.expanduser().resolve()
+    if out == data or data in out.parents:
+        raise ConfigError(
+            "out", f"{out_dir} is inside the data folder --root {root}: a run never writes into "
+            "its data; choose a folder outside it"
+        )
 
 
 def saved_config(out_dir: Path) -> dict[str, Any]:
