@@ -122,11 +122,14 @@ def check_markers(nb: Any, name: str) -> list[str]:
 
 
 def student_notebook(nb: Any) -> Any:
-    """A copy of ``nb`` with every solution replaced by the stub and every output cleared."""
-    from nbgrader.preprocessors import ClearOutput, ClearSolutions
+    """A copy of ``nb`` with every solution replaced by the stub, the hidden tests of its
+    self-checks removed (``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS``, as nbgrader's
+    ``generate_assignment`` removes them) and every output cleared."""
+    from nbgrader.preprocessors import ClearHiddenTests, ClearOutput, ClearSolutions
 
     student = copy.deepcopy(nb)
     student, _ = ClearSolutions(code_stub={"python": STUB}).preprocess(student, {})
+    student, _ = ClearHiddenTests().preprocess(student, {})
     student, _ = ClearOutput().preprocess(student, {})
     return student
 

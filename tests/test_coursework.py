@@ -20,6 +20,7 @@ from minilg.coursework import (
     restore_solutions,
     student_notebook,
 )
+from minilg.grading import HIDDEN_BEGIN, strip_hidden_tests
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = numbered_notebooks(ROOT / "notebooks")
@@ -53,6 +54,15 @@ def test_student_version_replaces_solutions_and_keeps_checks() -> None:
     assert "    # YOUR CODE HERE\n    ..." in student.cells[1].source
     assert student.cells[2].source == nb.cells[2].source
     assert restore_solutions(student, nb).cells[1].source == nb.cells[1].source
+
+
+def test_student_version_removes_hidden_tests() -> None:
+    nb = _toy()
+    nb.cells[2].source += ("\n### BEGIN HIDDEN TESTS\nassert area(3.0) == math.pi * 9\n"
+                           "### END HIDDEN TESTS\nprint('checked')")
+    student = student_notebook(nb)
+    visible = nb.cells[2].source.split("\n### BEGIN")[0]
+    assert student.cells[2].source == visible + "\nprint('checked')"
 
 
 def test_student_version_fails_at_its_self_check_only(tmp_path: Path) -> None:
@@ -96,8 +106,10 @@ def test_repository_notebook_exercises_round_trip(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     assert check_markers(nb, path.name) == []
     student = student_notebook(nb)
+    assert not any(HIDDEN_BEGIN in c.source for c in student.cells), path.name
     restored = restore_solutions(student, nb)
-    assert [c.source for c in restored.cells] == [c.source for c in nb.cells]
+    # the solutions come back character for character; the hidden tests stay out
+    assert [c.source for c in restored.cells] == [strip_hidden_tests(c.source) for c in nb.cells]
 
 
 @pytest.mark.slow
