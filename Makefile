@@ -4,6 +4,7 @@
 #   make lint   mypy --strict, ruff and import-linter (the layers in .importlinter): CI's one lint
 #   make notebooks    re-execute notebooks (NOTEBOOKS=...) with figure signatures; commit outputs
 #   make wheel-check  build the wheel, install it in a fresh venv outside the checkout, run the CLI
+#   make grade        nbgrader end to end on the numbered notebooks (instructor solutions: full marks)
 #   make coursework   student versions of the notebooks in student/
 # Override the PyTorch build with TORCH_SPEC=..., e.g. `make test TORCH_SPEC="torch==2.5.1"`.
 
@@ -11,7 +12,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: setup run test lint info notebooks wheel-check coursework clean
+.PHONY: setup run test lint info notebooks wheel-check grade coursework clean
 
 setup:
 	VENV=$(VENV) bash scripts/setup.sh
@@ -41,6 +42,10 @@ notebooks: setup
 
 wheel-check:
 	bash scripts/check_wheel.sh
+
+# nbgrader end to end: assignment generated, instructor solutions autograded (full marks)
+grade: setup
+	VENV=$(VENV) bash scripts/grade.sh grading
 
 # Student versions of the notebooks (solutions removed, self-checks kept, outputs cleared).
 coursework: setup
