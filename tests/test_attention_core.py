@@ -344,3 +344,11 @@ def test_relative_position_bias_is_kept_only_while_no_gradient_flows_into_it() -
         bias.bias_table.mul_(2.0)  # a changed table: built again
         assert torch.equal(bias(), 2 * first)
     assert bias() is not bias() and bias().requires_grad
+
+
+def test_a_kept_position_bias_follows_the_table_when_it_is_cast() -> None:
+    bias = RelativePositionBias(2, (3, 3))
+    with torch.no_grad():
+        first = bias()
+        bias.to(torch.float64)
+        assert bias().dtype == torch.float64 and torch.equal(bias().float(), first)

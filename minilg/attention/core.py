@@ -370,7 +370,7 @@ class AttentionMixer(TokenMixer):
         if using_reference_math() or (torch.is_grad_enabled()
                                       and any(p.requires_grad for p in tables)):
             return build()
-        versions = tuple((id(p), p._version) for p in tables)
+        versions = tuple((id(p), p._version, str(p.device), p.dtype) for p in tables)
         cache: dict[tuple[object, ...], tuple[object, list[Tensor], Tensor | None]] = (
             self.__dict__.setdefault("_bias_cache", {}))
         hit = cache.get(key)

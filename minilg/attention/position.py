@@ -95,9 +95,9 @@ class RelativePositionBias(nn.Module):
         table = self.bias_table
         if using_reference_math() or (torch.is_grad_enabled() and table.requires_grad):
             return self.build(query_grid, key_grid)
-        # No gradient can flow into the bias: built once, until the table changes or moves.
+        # No gradient can flow into the bias: built once, until the table changes, moves or is cast.
         kept: dict[object, tuple[Tensor, Tensor]] = self.__dict__.setdefault("_bias_cache", {})
-        key = (query_grid, key_grid, id(table), table._version)
+        key = (query_grid, key_grid, id(table), table._version, str(table.device), table.dtype)
         hit = kept.get(key)
         if hit is None:
             kept.clear()
