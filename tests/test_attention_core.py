@@ -276,3 +276,79 @@ def test_every_mixer_attends_through_the_named_scopes(mixer: torch.nn.Module) ->
     with listening(Listener()):
         mixer(torch.randn(1, 6, 7, 8))
     assert events and events == ["attend", "kernel", "/", "/"] * (len(events) // 4)
+
+
+def test_gather_rows_writes_every_level_head_major_as_views_attend_folds_without_copy() -> None:
+    from einops import rearrange
+
+    from minilg.attention.grouping import gather_rows
+
+    torch.manual_seed(0)
+    maps = [torch.randn(2, 5, 6, 12), torch.randn(2, 2, 3, 12)]
+    index = torch.randint(0, 5 * 6 + 2 * 3 + 1, (4, 7))
+    k, v = gather_rows(maps, index, heads=3)
+    rows = torch.cat([rearrange(m, "b h w c -> b (h w) c") for m in maps]
+                     + [torch.zeros(2, 1, 12)], dim=1)[:, index]  # (B, nW, K, 2C)
+    assert torch.equal(rearrange(k, "b n h k d -> b n k (h d)"), rows[..., :6])
+    assert torch.equal(rearrange(v, "b n h k d -> b n k (h d)"), rows[..., 6:])
+    folded = rearrange(k, "b g h t d -> b (g h) t d")
+    assert folded.data_ptr() == k.data_ptr() and folded[0].is_contiguous()  # a view
+    q = torch.randn(2, 4, 5, 6)
+    allowed = torch.rand(4, 1, 1, 7) > 0.3
+    bias = torch.randn(3, 5, 7)
+    tokens = KeySource(*(rearrange(t, "b n h k d -> b n k (h d)") for t in (k, v)), bias, allowed)
+    out = attend(q, [KeySource(k, v, bias, allowed, heads_first=True)], 3)
+    torch.testing.assert_close(out, attend(q, [tokens], 3))
+
+
+def test_position_bias_is_kept_without_gradient_and_rebuilt_when_it_needs_one() -> None:
+    mixer = FocalAttention(12, 3, 3, ((1, 5), (3, 3)))
+    build = lambda: mixer.position_bias(mixer.build_geometry(6, 6, torch.device("cpu")))  # noqa: E731
+    with torch.no_grad():
+        first = mixer.cached_bias(("k",), build)
+        assert mixer.cached_bias(("k",), build) is first
+        mixer.level_bias[0].bias_table.add_(1.0)  # a changed table: built again
+        second = mixer.cached_bias(("k",), build)
+    assert second is not first and torch.equal(second, build())
+    with_grad = mixer.cached_bias(("k",), build)
+    assert with_grad is not second and with_grad is not None and with_grad.requires_grad
+    assert mixer.cached_bias(("k",), build) is not with_grad
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_kernel_mask_is_kept_per_batch_and_the_output_equals_the_uncached_one(shift: int) -> None:
+    torch.manual_seed(0)
+    mixer = WindowAttention(12, 3, 3, shift=shift)
+    x = torch.randn(2, 7, 6, 12)
+    with torch.no_grad():
+        first = mixer(x)
+        cache = mixer.__dict__["_mask_cache"]
+        masks = [value[1][1] for value in cache.values()]
+        assert torch.equal(mixer(x), first) and len(cache) == 1
+        assert next(value[1][1] for value in cache.values()) is masks[0]  # the same tensor
+        mixer(x[:1])
+        assert len(cache) == 2  # one per batch size
+    with reference_math():
+        torch.testing.assert_close(mixer(x), first)
+    mixer(x).sum().backward()  # a bias that needs a gradient: nothing kept
+    assert len(cache) == 2
+
+
+def test_relative_position_bias_is_kept_only_while_no_gradient_flows_into_it() -> None:
+    bias = RelativePositionBias(2, (3, 3))
+    with torch.no_grad():
+        first = bias()
+        assert bias() is first and bias((2, 2)) is not first
+        again = bias()
+        assert torch.equal(again, first)
+        bias.bias_table.mul_(2.0)  # a changed table: built again
+        assert torch.equal(bias(), 2 * first)
+    assert bias() is not bias() and bias().requires_grad
+
+
+def test_a_kept_position_bias_follows_the_table_when_it_is_cast() -> None:
+    bias = RelativePositionBias(2, (3, 3))
+    with torch.no_grad():
+        first = bias()
+        bias.to(torch.float64)
+        assert bias().dtype == torch.float64 and torch.equal(bias().float(), first)

@@ -61,12 +61,22 @@ class KeySource:
         allowed: boolean mask broadcastable to ``(B, G, heads, Tq, Tk)``; ``False`` removes that
             key for that query (padding, other regions). Leave out the batch axis unless the mask
             depends on the sample.
+        heads_first: ``k, v`` are ``(B, G, heads, Tk, d)`` instead, gathered straight into the
+            kernel's layout (Focal's levels): :func:`attend` folds them without a copy.
     """
 
     k: Tensor
     v: Tensor
     bias: Tensor | None = None
     allowed: Tensor | None = None
+    heads_first: bool = False
+
+    def token_layout(self) -> KeySource:
+        """The same source with ``k, v (B, G, Tk, C)`` (a copy when ``heads_first``)."""
+        if not self.heads_first:
+            return self
+        k, v = (rearrange(t, "b g h t d -> b g t (h d)") for t in (self.k, self.v))
+        return KeySource(k, v, self.bias, self.allowed)
 
 
 def _as_5d(t: Tensor) -> Tensor:
@@ -93,6 +103,8 @@ def combined_mask(
         if source.allowed is not None:
             part = part.masked_fill(~_as_5d(source.allowed), float("-inf"))
         parts.append(part)
+    if len(parts) == 1:
+        return parts[0]
     lead = [max(p.shape[axis] for p in parts) for axis in range(3)]
     return torch.cat([p.expand(*lead, tokens_q, p.shape[-1]) for p in parts], dim=-1)
 
@@ -114,13 +126,18 @@ def attending_with(fn: AttendFn) -> Iterator[None]:
         _ATTEND_WITH.reset(token)
 
 
-def attend(q: Tensor, sources: Sequence[KeySource], heads: int) -> Tensor:
+def attend(
+    q: Tensor, sources: Sequence[KeySource], heads: int,
+    cache: MaskCache | None = None,
+) -> Tensor:
     """Multi-head attention of grouped queries over concatenated key sources.
 
     Args:
         q: queries ``(B, G, Tq, C)``, ``C = heads * d``.
         sources: one or more :class:`KeySource`; all keys of all sources share one softmax.
         heads: number of heads; scale ``d^-1/2``.
+        cache: where to keep the kernel's mask (a mixer's own dictionary): built once per
+            bias, mask, batch and device while no gradient flows into them (:func:`kernel_mask`).
 
     Returns:
         ``(B, G, Tq, C)``, heads merged, before the output projection. Queries whose keys are all
@@ -128,27 +145,12 @@ def attend(q: Tensor, sources: Sequence[KeySource], heads: int) -> Tensor:
     """
     override = _ATTEND_WITH.get()
     if override is not None:
-        return override(q, sources, heads)
+        return override(q, [s.token_layout() for s in sources], heads)
     with scope("attend"):
-        batch, groups, tokens_q, _ = q.shape
-        k, v = _concatenated(sources, batch, groups)
-        mask = combined_mask(sources, tokens_q, q.dtype)
-        has_key: Tensor | None = None
-        if mask is not None and any(s.allowed is not None for s in sources):
-            # A row of -inf only would softmax to NaN: give it zeros, and zero its output after.
-            has_key = (mask != float("-inf")).any(dim=-1, keepdim=True)
-            mask = mask.masked_fill(~has_key, 0.0)
-        if not using_reference_math() and (mask is None or mask.shape[:2] == (1, 1)):
-            # No batch or group axis in the mask (a position bias, a mask all groups share): groups
-            # join SDPA's batch axis, so q, k, v are strided views (no copies) and the mask
-            # broadcasts as it is (kept 4-d: a 3-d mask sends CPU SDPA to a slower path).
-            fold, unfold = "b g t (h d) -> (b g) h t d", "(b g) h t d -> b g t (h d)"
-            mask, has_key = (None if t is None else t[:, 0] for t in (mask, has_key))
-        else:
-            fold, unfold = "b g t (h d) -> b (g h) t d", "b (g h) t d -> b g t (h d)"
-            mask, has_key = (None if t is None else _fold_mask(t, groups, heads)
-                             for t in (mask, has_key))
-        q4, k4, v4 = (rearrange(t, fold, h=heads) for t in (q, k, v))
+        batch, groups = q.shape[:2]
+        (fold, unfold), mask, has_key = cached_kernel_mask(q, sources, heads, cache)
+        q4 = rearrange(q, fold, h=heads)
+        k4, v4 = _concatenated(sources, batch, groups, fold, heads)
         with scope("kernel"):
             kernel = explicit_attention if using_reference_math() else fused_attention
             out = kernel(q4, k4, v4, mask)
@@ -157,10 +159,120 @@ def attend(q: Tensor, sources: Sequence[KeySource], heads: int) -> Tensor:
         return rearrange(out, unfold, g=groups)
 
 
-def _concatenated(sources: Sequence[KeySource], batch: int, groups: int) -> tuple[Tensor, Tensor]:
-    """Keys and values of all sources along the key axis (no copy for a single source)."""
-    ks = [s.k.expand(batch, groups, -1, -1) for s in sources]
-    vs = [s.v.expand(batch, groups, -1, -1) for s in sources]
+#: Groups into SDPA's batch axis (q, k, v stay views) or into its head axis (the mask broadcasts
+#: over the batch): ``(fold, unfold)`` patterns.
+FOLD_BATCH = ("b g t (h d) -> (b g) h t d", "(b g) h t d -> b g t (h d)")
+FOLD_HEADS = ("b g t (h d) -> b (g h) t d", "b (g h) t d -> b g t (h d)")
+KernelMask = tuple[tuple[str, str], Tensor | None, Tensor | None]
+MaskCache = dict[tuple[object, ...], tuple[list[Tensor | None], KernelMask]]
+
+
+def kernel_mask(
+    q: Tensor, sources: Sequence[KeySource], heads: int, once: bool = False
+) -> KernelMask:
+    """``(fold, mask, has_key)``: how :func:`attend` folds groups and the mask in that layout.
+
+    ``has_key`` marks queries with at least one key (``None``: all of them, decided here when
+    ``once``, the mask being kept for later calls). A mask without batch or group axis keeps
+    groups in SDPA's batch axis; one with a group axis folds groups into heads, or, when
+    ``once`` and the per-batch mask is smaller than the q, k, v copies that saves, is expanded
+    to ``(B*G, h, Tq, Tk)`` so q, k and v stay views; a per-sample mask with a group axis
+    (SALG's regions) already has that layout.
+    """
+    batch, groups, tokens_q, _ = q.shape
+    mask = combined_mask(sources, tokens_q, q.dtype)
+    has_key: Tensor | None = None
+    if mask is not None and any(s.allowed is not None for s in sources):
+        # A row of -inf only would softmax to NaN: give it zeros, and zero its output after.
+        has_key = (mask != float("-inf")).any(dim=-1, keepdim=True)
+        mask = mask.masked_fill(~has_key, 0.0)
+        if once and bool(has_key.all()):
+            has_key = None
+    if not using_reference_math() and (mask is None or mask.shape[:2] == (1, 1)):
+        # No batch or group axis in the mask (a position bias, a mask all groups share): q, k, v
+        # are strided views and the mask broadcasts (kept 4-d: 3-d sends CPU SDPA to a slower path).
+        return FOLD_BATCH, _map(lambda t: t[:, 0], mask), _map(lambda t: t[:, 0], has_key)
+    per_sample = (not using_reference_math() and mask is not None
+                  and mask.shape[:2] == (batch, groups))
+    if per_sample or (once and mask is not None and mask.shape[0] == 1
+                      and _expanding_pays(q, sources, mask)):
+
+        def per_batch(t: Tensor) -> Tensor:
+            expanded = t.expand(batch, *t.shape[1:])  # a view of a per-sample mask
+            return rearrange(expanded, "b g h tq tk -> (b g) h tq tk")
+
+        return FOLD_BATCH, _map(per_batch, mask), _map(per_batch, has_key)
+
+    def fold(t: Tensor) -> Tensor:
+        return _fold_mask(t, groups, heads)
+
+    return FOLD_HEADS, _map(fold, mask), _map(fold, has_key)
+
+
+def _map(fn: Callable[[Tensor], Tensor], t: Tensor | None) -> Tensor | None:
+    return None if t is None else fn(t)
+
+
+def _expanding_pays(q: Tensor, sources: Sequence[KeySource], mask: Tensor) -> bool:
+    """True when a per-batch mask ``(B*G, h, Tq, Tk)`` is no larger than what folding groups
+    into heads copies (q, and the keys and values not already head-major)."""
+    batch, groups = q.shape[:2]
+    copied = q.numel() + sum(2 * batch * groups * s.k.shape[-2] * q.shape[-1]
+                             for s in sources if not s.heads_first)
+    return batch * groups * mask[0, 0].numel() <= copied
+
+
+def _version(t: Tensor | None) -> int | None:
+    """``t``'s version counter (``-1`` for ``None``), or ``None`` when it has none (an inference
+    tensor) or a gradient may flow into it: such a mask is never kept."""
+    if t is None:
+        return -1
+    if t.requires_grad and torch.is_grad_enabled():
+        return None
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
+def cached_kernel_mask(
+    q: Tensor, sources: Sequence[KeySource], heads: int, cache: MaskCache | None
+) -> KernelMask:
+    """:func:`kernel_mask`, kept in ``cache`` per (bias and mask objects and their versions,
+    batch, groups, queries, dtype, device) while no gradient flows into them, so a mixer whose
+    bias and mask are fixed (cached geometry, a bias cached without gradient) builds it once.
+    Per-sample masks (SALG's regions, 5-d with a batch axis) are never kept."""
+    tensors = [t for s in sources for t in (s.bias, s.allowed)]
+    versions = [_version(t) for t in tensors]
+    per_sample = any(t is not None and t.ndim == 5 and t.shape[0] != 1 for t in tensors)
+    if cache is None or using_reference_math() or q.is_meta or per_sample or None in versions:
+        return kernel_mask(q, sources, heads)
+    key = (tuple(id(t) for t in tensors), tuple(versions), tuple(q.shape), heads, q.dtype,
+           str(q.device), tuple((s.k.shape[-2], s.heads_first) for s in sources))
+    hit = cache.get(key)
+    if hit is None:
+        mask = kernel_mask(q, sources, heads, once=True)
+        if len(cache) >= 8:
+            cache.clear()
+        hit = cache[key] = (tensors, mask)  # the tensors kept alive: their ids stay theirs
+    return hit[1]
+
+
+def _concatenated(
+    sources: Sequence[KeySource], batch: int, groups: int, fold: str, heads: int
+) -> tuple[Tensor, Tensor]:
+    """Keys and values of all sources folded by ``fold`` and concatenated along the key axis
+    (a view, no copy, for a single source whose layout the fold keeps)."""
+    ks: list[Tensor] = []
+    vs: list[Tensor] = []
+    for source in sources:
+        if source.heads_first:
+            fold_heads = "b g h t d -> " + fold.split("->")[1].strip()
+            ks.append(rearrange(source.k.expand(batch, groups, -1, -1, -1), fold_heads))
+            vs.append(rearrange(source.v.expand(batch, groups, -1, -1, -1), fold_heads))
+        else:
+            ks.append(rearrange(source.k.expand(batch, groups, -1, -1), fold, h=heads))
+            vs.append(rearrange(source.v.expand(batch, groups, -1, -1), fold, h=heads))
     if len(sources) == 1:
         return ks[0], vs[0]
     return torch.cat(ks, dim=2), torch.cat(vs, dim=2)
@@ -245,7 +357,26 @@ class AttentionMixer(TokenMixer):
     def attention(self, q: Tensor, *sources: KeySource) -> Tensor:
         """:func:`attend` with this mixer's heads: grouped queries ``(B, G, Tq, C)`` over
         ``sources`` -> ``(B, G, Tq, C)``, unprojected."""
-        return attend(q, sources, self.heads)
+        return attend(q, sources, self.heads, self.__dict__.setdefault("_mask_cache", {}))
+
+    def cached_bias(self, key: tuple[object, ...], build: Callable[[], Tensor | None]
+                    ) -> Tensor | None:
+        """``build()`` (a position bias from this mixer's ``*bias_table`` parameters) once per
+        ``key`` while no gradient flows into it (``torch.is_grad_enabled()`` false, or no table
+        requires grad), rebuilt when a table changes (its version) or moves; otherwise per call.
+        """
+        tables: list[Tensor] = [p for name, p in self.named_parameters()
+                                if name.endswith("bias_table")]
+        if using_reference_math() or (torch.is_grad_enabled()
+                                      and any(p.requires_grad for p in tables)):
+            return build()
+        versions = tuple((id(p), p._version, str(p.device), p.dtype) for p in tables)
+        cache: dict[tuple[object, ...], tuple[object, list[Tensor], Tensor | None]] = (
+            self.__dict__.setdefault("_bias_cache", {}))
+        hit = cache.get(key)
+        if hit is None or hit[0] != versions:
+            hit = cache[key] = (versions, tables, build())  # tables kept: their ids stay theirs
+        return hit[2]
 
     def projection_macs(self, tokens: int) -> int:
         """MACs of the q, k, v and output projections on ``tokens`` tokens (fused layout)."""

@@ -416,8 +416,10 @@ class FocalAttention(AttentionMixer):
         q, kv, xp = self.project(x, geo)
         q = window_partition(q, (self.window, self.window))
         maps = [kv] + [self.pooled_kv(level, xp) for level in range(1, len(self.levels))]
-        k, v = gather_rows(maps, geo.index)
-        out = self.attention(q, KeySource(k, v, self.position_bias(geo), geo.allowed))
+        k, v = gather_rows(maps, geo.index, self.heads)
+        bias = self.cached_bias(("focal", height, width, str(x.device), x.dtype),
+                               lambda: self.position_bias(geo))
+        out = self.attention(q, KeySource(k, v, bias, geo.allowed, True))
         out = window_reverse(out, (self.window, self.window), geo.padded)
         projected: Tensor = self.proj(self.crop(out, geo, height, width))
         return projected

@@ -250,20 +250,24 @@ class Pooling(nn.Module):
 # --- gathered keys from several maps (Focal) ---------------------------------------------
 
 
-def gather_rows(maps: Sequence[Tensor], index: Tensor) -> tuple[Tensor, Tensor]:
-    """Keys and values ``(B, nW, K, C)`` each (Focal's levels): rows ``index (nW, K)`` of the
-    maps' tokens ``(B, h_l, w_l, 2C)`` concatenated, plus one zero row (the slot for keys
-    outside the map)."""
+def gather_rows(maps: Sequence[Tensor], index: Tensor, heads: int = 1) -> tuple[Tensor, Tensor]:
+    """Keys and values ``(B, nW, heads, K, d)`` each (Focal's levels): rows ``index (nW, K)``
+    of the maps' tokens ``(B, h_l, w_l, 2C)`` concatenated, plus one zero row (the slot for
+    keys outside the map).
+
+    Gathered once, head-major: the maps' rows go into one table ``(B, 2, heads * R, d)`` and a
+    single ``index_select`` writes k and v in the layout attention folds to ``(B, nW*heads, K,
+    d)`` (a :class:`~minilg.attention.core.KeySource` with ``heads_first``): views, no copy.
+    """
     dim = maps[0].shape[-1] // 2
-    zero = maps[0].new_zeros(maps[0].shape[0], 1, dim)
-    # k and v gathered apart from contiguous rows: their gradients scatter apart too
-    k, v = (
-        rearrange(
-            torch.cat([rearrange(m[..., part], "b h w c -> b (h w) c") for m in maps] + [zero],
-                      dim=1).index_select(1, index.flatten()),
-            "b (n k) c -> b n k c", n=index.shape[0])
-        for part in (slice(0, dim), slice(dim, 2 * dim))
-    )
+    table = torch.cat(
+        [rearrange(m, "b y x (s h d) -> b s h (y x) d", s=2, h=heads) for m in maps]
+        + [maps[0].new_zeros(maps[0].shape[0], 2, heads, 1, dim // heads)], dim=3)
+    rows = table.shape[3]
+    per_head = index[:, None, :] + rows * torch.arange(heads, device=index.device)[:, None]
+    gathered = table.flatten(2, 3).index_select(2, per_head.flatten())
+    k, v = (rearrange(gathered[:, part], "b (n h k) d -> b n h k d", h=heads, k=index.shape[1])
+            for part in (0, 1))
     return k, v
 
 

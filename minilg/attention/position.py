@@ -17,6 +17,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from minilg.attention.base import using_reference_math
 from minilg.validate import as_pair
 
 
@@ -83,12 +84,28 @@ class RelativePositionBias(nn.Module):
         ``query_grid`` / ``key_grid`` select smaller grids than the table's (a window clipped to
         a feature map smaller than itself; full attention on a smaller map). Their indices into
         the table are built once per size and device. Larger grids than the table's raise a
-        ValueError naming both.
+        ValueError naming both. Without a gradient into the table (``torch.is_grad_enabled()``
+        false, or a frozen table) the bias is built once and returned again until the table
+        changes (its version) or is replaced.
         """
         query_grid = query_grid if query_grid is not None else self.query_grid
         key_grid = key_grid if key_grid is not None else (
             query_grid if self.query_grid == self.key_grid else self.key_grid
         )
+        table = self.bias_table
+        if using_reference_math() or (torch.is_grad_enabled() and table.requires_grad):
+            return self.build(query_grid, key_grid)
+        # No gradient can flow into the bias: built once, until the table changes, moves or is cast.
+        kept: dict[object, tuple[Tensor, Tensor]] = self.__dict__.setdefault("_bias_cache", {})
+        key = (query_grid, key_grid, id(table), table._version, str(table.device), table.dtype)
+        hit = kept.get(key)
+        if hit is None:
+            kept.clear()
+            hit = kept[key] = (table, self.build(query_grid, key_grid))  # table kept: id stays
+        return hit[1]
+
+    def build(self, query_grid: tuple[int, int], key_grid: tuple[int, int]) -> Tensor:
+        """The bias ``(heads, Tq, Tk)`` for these grids, read from the table."""
         index = self.index
         if (query_grid, key_grid) != (self.query_grid, self.key_grid):
             cache: dict[tuple[object, ...], Tensor] = self.__dict__.setdefault("_index_cache", {})

@@ -123,27 +123,43 @@ class WindowAttention(AttentionMixer):
         self.check_input(x)
         _, height, width, _ = x.shape
         window, shift = self.effective(height, width)
-        qkv = pad_to_multiple(self.qkv(x), window)  # (B, Hp, Wp, 3C)
-        padded = (qkv.shape[1], qkv.shape[2])
-        windows = (padded[0] // window[0]) * (padded[1] // window[1])
-        if shift != (0, 0):  # roll by -shift and partition: one gather
-            order, inverse = self.shifted_order(padded, window, shift, x.device)
-            tokens = rearrange(qkv, "b h w c -> b (h w) c")[:, order]
-            grouped = rearrange(tokens, "b (g t) c -> b g t c", g=windows)
-        else:
-            grouped = window_partition(qkv, window)
-        del qkv  # free the map-shaped qkv (the partition copied it) before attending
-        q, k, v = grouped.chunk(3, dim=-1)  # each (B, nW, M*M, C)
+        q, k, v, padded = self.grouped_qkv(x, window, shift)
         bias = self.position_bias(window) if self.position_bias is not None else None
         allowed = self.window_mask((height, width), x.device)
         out = self.attention(q, KeySource(k, v, bias, allowed))
         if shift != (0, 0):  # back to the map, rolled back by +shift: the inverse gather
+            _, inverse = self.shifted_order(padded, window, shift, x.device)
             tokens = rearrange(out, "b g t c -> b (g t) c")[:, inverse]
             out = rearrange(tokens, "b (h w) c -> b h w c", h=padded[0])
         else:
             out = window_reverse(out, window, padded)
         projected: Tensor = self.proj(out[:, :height, :width])
         return projected
+
+    def grouped_qkv(
+        self, x: Tensor, window: tuple[int, int], shift: tuple[int, int]
+    ) -> tuple[Tensor, Tensor, Tensor, tuple[int, int]]:
+        """``q, k, v (B, nW, M*M, C)`` in rolled window order, and the padded size.
+
+        Without padding the C-wide input is permuted (roll and partition: one gather) before the
+        projection, so q, k and v are views of its output; with padding the projection runs on
+        the real tokens first and its output is padded and permuted.
+        """
+        _, height, width, _ = x.shape
+        padded = (padded_size(height, window[0]), padded_size(width, window[1]))
+        windows = (padded[0] // window[0]) * (padded[1] // window[1])
+        source = x if padded == (height, width) else pad_to_multiple(self.qkv(x), window)
+        if shift != (0, 0):  # roll by -shift and partition: one gather
+            order, _ = self.shifted_order(padded, window, shift, x.device)
+            tokens = rearrange(source, "b h w c -> b (h w) c")[:, order]
+            grouped = rearrange(tokens, "b (g t) c -> b g t c", g=windows)
+        else:
+            grouped = window_partition(source, window)
+        del source  # free a map-shaped qkv (the partition copied it) before attending
+        if padded == (height, width):
+            grouped = self.qkv(grouped)
+        q, k, v = grouped.chunk(3, dim=-1)  # each (B, nW, M*M, C)
+        return q, k, v, padded
 
     def macs(self, height: int, width: int) -> int:
         """``4 N C^2 + 2 M^2 Np C`` (GG Eq. 12, Swin Eq. 2); see the module docstring."""
