@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from minilg.data.match import MATCH_CLASSES, MATCH_WNIDS
 from minilg.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_WNIDS
 from minilg.validate import one_of
 
@@ -105,6 +106,13 @@ SUBSETS: Final[dict[str, SubsetSpec]] = {
             {"train": "train", "val": "val"},
             known_classes=dict(zip(SYNTHETIC_WNIDS, SYNTHETIC_CLASSES, strict=True)),
             description="embedded two-glyph task, 10 classes, generated in seconds",
+        ),
+        SubsetSpec(
+            "match",
+            None,
+            {"train": "train", "val": "val"},
+            known_classes=dict(zip(MATCH_WNIDS, MATCH_CLASSES, strict=True)),
+            description="embedded colour-match task, 2 classes, needs reach (squares far apart)",
         ),
         _fastai_subset(
             "imagenette", IMAGENETTE_CLASSES, "10 easy ImageNet classes, 9,469 train / 3,925 val"

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,13 @@ from minilg.data.core import (
     load_cache,
 )
 from minilg.data.hub import hub_items, hub_labels, open_hub, unavailable
+from minilg.data.match import (
+    MATCH_CLASSES,
+    MATCH_SIZES,
+    MATCH_VERSION,
+    MATCH_WNIDS,
+    generate_match,
+)
 from minilg.data.prepare import (
     SPLIT_DIRS,
     ImageSource,
@@ -155,31 +163,51 @@ def _load_folder(
 # --------------------------------------------------------------------------- synthetic
 
 
+@dataclass(frozen=True)
+class _Generated:
+    """A generated task: its split sizes, generator version, wnids, class names, generator."""
+
+    sizes: dict[str, int]
+    version: int
+    wnids: tuple[str, ...]
+    classes: tuple[str, ...]
+    generate: Callable[[int, int, int], tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]]
+
+
+_GENERATED: dict[str, _Generated] = {
+    "synthetic": _Generated(SYNTHETIC_SIZES, SYNTHETIC_VERSION, SYNTHETIC_WNIDS,
+                            SYNTHETIC_CLASSES, generate_synthetic),
+    "match": _Generated(MATCH_SIZES, MATCH_VERSION, MATCH_WNIDS,
+                            MATCH_CLASSES, generate_match),
+}
+
+
 def _load_synthetic(
     split: str, resolution: int, wnids: Sequence[str] | None, cache_dir: Path,
-    max_per_class: int | None, seed: int, mmap: bool,
+    max_per_class: int | None, seed: int, mmap: bool, name: str = "synthetic",
 ) -> ImageArrayDataset:
-    """The generated set through its cache, keyed by the generator's version and arguments
-    (not by the PNG folder, so a copied or read-only cache still loads)."""
-    n = SYNTHETIC_SIZES[split]
+    """The generated set ``name`` through its cache, keyed by the generator's version and
+    arguments (not by the PNG folder, so a copied or read-only cache still loads)."""
+    gen = _GENERATED[name]
+    n = gen.sizes[split]
     if max_per_class is not None:
-        n = min(n, max_per_class * len(SYNTHETIC_CLASSES))
-    key = {"generator": SYNTHETIC_VERSION, "seed": seed, "n": n,
+        n = min(n, max_per_class * len(gen.classes))
+    key = {"generator": gen.version, "seed": seed, "n": n,
            "wnids": sorted(set(wnids)) if wnids is not None else None}
-    folder = (
-        cache_dir / "synthetic" / f"folder-v{SYNTHETIC_VERSION}-{resolution}px-seed{seed}-n{n}"
-    )
+    folder = cache_dir / name / f"folder-v{gen.version}-{resolution}px-seed{seed}-n{n}"
 
     def build(stem: Path) -> ImageArrayDataset:
-        _write_synthetic_folder(folder, split, n, resolution, seed)
-        return _load_folder(SUBSETS["synthetic"], folder, split, resolution, wnids, cache_dir,
+        _write_synthetic_folder(folder, split, n, resolution, seed, gen)
+        return _load_folder(SUBSETS[name], folder, split, resolution, wnids, cache_dir,
                             None, seed, mmap, stem=stem)
 
-    stem = cache_stem(cache_dir, "synthetic", split, resolution, key)
+    stem = cache_stem(cache_dir, name, split, resolution, key)
     return cached_or_built(stem, mmap, build)
 
 
-def _write_synthetic_folder(folder: Path, split: str, n: int, resolution: int, seed: int) -> None:
+def _write_synthetic_folder(
+    folder: Path, split: str, n: int, resolution: int, seed: int, gen: _Generated
+) -> None:
     """Generate ``folder/<split>/<wnid>/*.png`` unless its ``.complete-<split>`` marker exists.
 
     The PNGs are scratch input for :func:`prepare_split`, not a result: they are written in
@@ -190,19 +218,19 @@ def _write_synthetic_folder(folder: Path, split: str, n: int, resolution: int, s
     marker = folder / f".complete-{split}"
     if marker.is_file():
         return
-    images, labels = generate_synthetic(n, resolution, split_seed(seed, split))
+    images, labels = gen.generate(n, resolution, split_seed(seed, split))
     split_dir = folder / split
-    for wnid in SYNTHETIC_WNIDS:
+    for wnid in gen.wnids:
         (split_dir / wnid).mkdir(parents=True, exist_ok=True)
 
     def save(i: int) -> None:
-        wnid = SYNTHETIC_WNIDS[int(labels[i])]
+        wnid = gen.wnids[int(labels[i])]
         # compress_level=1: still lossless, much faster to write than the default level
         Image.fromarray(images[i]).save(split_dir / wnid / f"{wnid}_{i:06d}.png", compress_level=1)
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         list(pool.map(save, range(n)))
-    write_json(folder / "classes.json", dict(zip(SYNTHETIC_WNIDS, SYNTHETIC_CLASSES, strict=True)))
+    write_json(folder / "classes.json", dict(zip(gen.wnids, gen.classes, strict=True)))
     atomic_write_text(marker, "")
 
 
@@ -308,10 +336,11 @@ def load_subset(
     if max_per_class is not None:
         positive_int(max_per_class, "max_per_class")
     cdir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    if spec.name == "synthetic":
+    if spec.name in _GENERATED:
         if root is not None:
-            raise ValueError("'synthetic' is generated; it takes no root=")
-        return _load_synthetic(split, resolution, wnids, cdir, max_per_class, seed, mmap)
+            raise ValueError(f"{spec.name!r} is generated; it takes no root=")
+        return _load_synthetic(split, resolution, wnids, cdir, max_per_class, seed, mmap,
+                               spec.name)
     if root is not None:
         return _load_folder(spec, Path(root).expanduser(), split, resolution, wnids, cdir,
                             max_per_class, seed, mmap)

@@ -159,7 +159,7 @@ def _check_integers(cfg: TrainConfig) -> None:
     _int(cfg, "seed", 0)
     if cfg.seed >= 2**63:
         raise ConfigError("seed", "must be < 2**63", cfg.seed)
-    if cfg.data in ("synthetic", "default") and cfg.resolution < 16:
+    if cfg.data in ("synthetic", "default", "match") and cfg.resolution < 16:
         raise ConfigError("resolution", "must be >= 16 for the synthetic data", cfg.resolution)
 
 
@@ -281,6 +281,6 @@ def check_model(cfg: TrainConfig) -> None:
 def resolve_crop_scale(cfg: TrainConfig) -> tuple[float, float] | None:
     """The crop range :class:`BatchAugment` gets: ``"auto"`` depends on the dataset."""
     if cfg.crop_scale == "auto":
-        return None if cfg.data in ("synthetic", "default") else (0.35, 1.0)
+        return None if cfg.data in ("synthetic", "default", "match") else (0.35, 1.0)
     assert not isinstance(cfg.crop_scale, str)
     return cfg.crop_scale
