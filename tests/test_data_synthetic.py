@@ -56,10 +56,13 @@ def test_synthetic_cache_from_another_generator_version_is_not_reused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A cache written by an older generator (another SYNTHETIC_VERSION) must be regenerated."""
+    import dataclasses
+
     import minilg.data.subsets as subsets
 
-    monkeypatch.setattr(subsets, "SYNTHETIC_VERSION", 1)
+    generator = subsets._GENERATED["synthetic"]
+    monkeypatch.setitem(subsets._GENERATED, "synthetic", dataclasses.replace(generator, version=1))
     old = load_subset("synthetic", "val", cache_dir=tmp_path, max_per_class=2)
-    monkeypatch.setattr(subsets, "SYNTHETIC_VERSION", 2)
+    monkeypatch.setitem(subsets._GENERATED, "synthetic", dataclasses.replace(generator, version=2))
     new = load_subset("synthetic", "val", cache_dir=tmp_path, max_per_class=2)
     assert not new.from_cache and old.cache_path != new.cache_path
