@@ -17,7 +17,9 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanit
 setup:
 	VENV=$(VENV) bash scripts/setup.sh
 
-run: setup
+# The main job needs the library only; `make test` adds the test and notebook tools.
+run:
+	VENV=$(VENV) EXTRAS= bash scripts/setup.sh
 	$(PY) -m minilg compare
 
 info: setup

@@ -22,28 +22,34 @@ import contextlib
 import csv
 import dataclasses
 import io
+import math
 import multiprocessing
 import os
 import shutil
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import torch
 from matplotlib.figure import Figure
+from torch import Tensor
 
 from minilg.complexity import model_macs
+from minilg.data import load_subset
+from minilg.data.match import swap_colours
 from minilg.errors import ConfigError, RunExistsError
 from minilg.io import atomic_write_bytes, atomic_write_text, write_json
 from minilg.train import train
 from minilg.training.checkpoint import CHECKPOINTS_DIR, CONFIG_FILE, has_checkpoint
 from minilg.training.config import TrainConfig, check_model
 from minilg.training.distributed import resolve_device
+from minilg.training.evaluation import symmetrised_top1
 from minilg.training.options import add_config_args, config_from_args
 from minilg.training.rundir import check_writable_folder, run_lock
+from minilg.training.splits import sample_subset
 from minilg.validate import positive_int
 
 __all__ = ["COLUMNS", "COMPARE_DEFAULTS", "COMPARE_MARKER", "DEFAULT_MODELS", "add_arguments",
@@ -73,7 +79,11 @@ COMPARE_DEFAULTS: dict[str, Any] = {
 # machine: see the README (two processes of one thread against one process of two threads).
 COMPARE_JOBS = 2
 
-COLUMNS = ("model", "params_M", "MMACs", "train_img_per_s", "top1", "best_top1", "train_min")
+COLUMNS = ("model", "params_M", "MMACs", "train_img_per_s", "top1", "reach_top1", "best_top1",
+           "train_min")
+
+# Tasks with a symmetry that isolates the part of the label needing reach (reach_top1).
+REACH_TWINS: dict[str, Callable[[Tensor], Tensor]] = {"match": swap_colours}
 
 
 # Marks a run folder as made by compare: only such folders are ever replaced by a new comparison.
@@ -169,10 +179,10 @@ def _train_rows(
         rows[row["model"]] = row
         elapsed, left = time.perf_counter() - t0, len(configs) - len(rows)
         if configs[0].verbose:
-            eta = elapsed / len(rows) * left  # models finish at about this rate
+            eta = _time_left([r["train_min"] for r in rows.values()], left, jobs)
             print(f"[{len(rows)}/{len(configs)}] {row['model']}: top-1 {row['top1']:.1f} % "
                   f"({row['train_min']:.1f} min) | elapsed {elapsed / 60:.1f} min, "
-                  f"about {eta / 60:.1f} min left", flush=True)
+                  f"about {eta:.1f} min left", flush=True)
 
     if jobs == 1 or len(configs) == 1:
         for cfg in configs:
@@ -185,6 +195,16 @@ def _train_rows(
             for future in as_completed([pool.submit(_train_row, cfg, quiet_base) for cfg in quiet]):
                 done(future.result())
     return [rows[cfg.model] for cfg in configs]
+
+
+def _time_left(minutes: Sequence[float], left: int, jobs: int) -> float:
+    """Minutes until the last of ``left`` models finishes, ``jobs`` at a time, each taking the
+    mean of ``minutes`` (the finished ones); the ``min(jobs, left)`` running now are taken as
+    half done."""
+    if left == 0:
+        return 0.0
+    running = min(jobs, left)
+    return (left - running / 2) * statistics.fmean(minutes) / running
 
 
 def _train_row(planned: TrainConfig, base: TrainConfig) -> dict[str, Any]:
@@ -215,11 +235,23 @@ def _train_row(planned: TrainConfig, base: TrainConfig) -> dict[str, Any]:
         "MMACs": model_macs(result.model, cfg.resolution) / 1e6,
         "train_img_per_s": statistics.median(speeds),
         "top1": val[-1] if val else float("nan"),
+        "reach_top1": _reach_top1(result.model, cfg),
         "best_top1": max(val) if val else float("nan"),
         "train_min": minutes,
         "num_classes": result.info["num_classes"],
         "history": hist,  # per-epoch metrics (not in the CSV / markdown table)
     }
+
+
+def _reach_top1(model: torch.nn.Module, cfg: TrainConfig) -> float | None:
+    """Top-1 on the part of the label that needs reach (tasks in :data:`REACH_TWINS`), on
+    the run's validation images; None for other data."""
+    twin = REACH_TWINS.get(cfg.data)
+    if twin is None:
+        return None
+    val = load_subset(cfg.data, "val", cfg.resolution, root=cfg.root)
+    images, labels = sample_subset(val.images, val.labels, cfg.max_eval_samples)
+    return symmetrised_top1(model, images, labels, twin, batch_size=cfg.eval_batch_size)
 
 
 _RUN_FILES = (CONFIG_FILE, "metrics.csv", "metrics.json", "curves.png")
@@ -236,16 +268,22 @@ def _clear_run(run_dir: Path) -> None:
     shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
 
 
+def _maybe(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The comparison as a markdown table (MACs = multiply-accumulates per image)."""
     lines = [
-        "| model | params (M) | MACs (M) | train img/s | top-1 (%) | best top-1 (%) | minutes |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | params (M) | MACs (M) | train img/s | top-1 (%) | reach top-1 (%) "
+        "| best top-1 (%) | minutes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['params_M']:.2f} | {r['MMACs']:.1f} | "
-            f"{r['train_img_per_s']:.0f} | {r['top1']:.1f} | {r['best_top1']:.1f} | "
+            f"{r['train_img_per_s']:.0f} | {r['top1']:.1f} | {_maybe(r.get('reach_top1'))} | "
+            f"{r['best_top1']:.1f} | "
             f"{r['train_min']:.1f} |"
         )
     return "\n".join(lines)
@@ -318,7 +356,19 @@ def write_outputs(
 def _threads(jobs: int, cfg: TrainConfig) -> str:
     if jobs > 1:
         return f"{jobs} processes of one thread"
-    return f"{cfg.threads or torch.get_num_threads()} threads"
+    n = cfg.threads or torch.get_num_threads()
+    return f"{n} thread{'' if n == 1 else 's'}"
+
+
+def _chance_line(num_classes: int, n_val: int | None) -> str:
+    """Chance top-1 of a balanced task, and chance + 3 standard errors of a guess on ``n_val``
+    images: a model at or below that line has learned nothing of the label."""
+    p = 1 / num_classes
+    line = f"Chance: {100 * p:.1f} % ({num_classes} classes)"
+    if n_val:
+        line += (f"; chance + 3 standard errors on {n_val:,} validation images: "
+                 f"{100 * (p + 3 * math.sqrt(p * (1 - p) / n_val)):.1f} %")
+    return line + "."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -344,6 +394,8 @@ def run(args: argparse.Namespace) -> int:
           f"training throughput ({resolve_device(cfg.device)}, "
           f"{_threads(args.jobs, cfg)}). "
           f"Total {(time.perf_counter() - t0) / 60:.1f} min.")
+    if rows:
+        print(_chance_line(rows[0]["num_classes"], cfg.max_eval_samples))
     if cfg.out:
         print(f"wrote {cfg.out}/compare.{{csv,md,json,png}}")
     return 0

@@ -4,7 +4,8 @@ Trains every model of `python -m minilg compare`'s defaults (the local control i
 per seed at exactly `make run`'s budget (the COMPARE_DEFAULTS; only `--seed` changes), each run
 on one CPU thread, `--jobs` runs at a time (as `make run` does), and collects the results in one
 JSON file: per run the final and best top-1, `reach_top1` (accuracy on the part of the label
-that needs reach; on the `match` task that is the whole label), the per-epoch validation curve,
+that needs reach: the top-1 of each image's scores summed with those of its colour-swapped twin,
+see minilg.data.match), the per-epoch validation curve,
 throughput and minutes; beside them the task's name, version and chance level, the command, the
 machine and its load. Finished runs are kept, so an interrupted campaign continues where it
 stopped. Ablations (`--models` with other registered names, e.g. the papers' variants) may run
@@ -31,16 +32,34 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+# The papers' ablations in miniature (notebook 07): name -> (registered model, overrides).
+ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "window_mini": ("window_mini", {}),
+    "gg_mini_glance": ("gg_mini_glance", {}),
+    "gg_mini_gaze": ("gg_mini_gaze", {}),
+    "gg_mini_glance_window": ("gg_mini_glance_window", {}),
+    "focal_window": ("focal_mini", {"interactions": "window"}),
+    "focal_local": ("focal_mini", {"interactions": "local"}),
+    "focal_global": ("focal_mini", {"interactions": "global"}),
+    "hat_window_stages": ("hat_net_mini", {"window_stages": [0, 1, 2]}),
+    "hat_no_depthwise": ("hat_net_mini", {"depthwise": False}),
+    "salg_base": ("salg_mini", {"variant": "base"}),
+    "salg_local_global": ("salg_mini", {"variant": "local_global"}),
+    "salg_seg_local": ("salg_mini", {"variant": "seg_local"}),
+}
+
 
 def run_one(name: str, seed: int, runs: Path) -> dict[str, Any]:
     out = runs / f"s{seed}_{name}"
-    cmd = [sys.executable, "-m", "minilg", "compare", "--models", name, "--seed", str(seed),
+    registered, overrides = ABLATIONS.get(name, (name, {}))
+    cmd = [sys.executable, "-m", "minilg", "compare", "--models", registered, "--seed", str(seed),
+           "--model-kwargs", json.dumps(overrides),
            "--jobs", "1", "--threads", "1", "--no-verbose", "--out", str(out)]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env={**os.environ, "MINILG_QUIET": "1"})
     row = json.loads((out / "compare.json").read_text())["rows"][0]
     return {
-        "model": name, "seed": seed, "top1": row["top1"], "reach_top1": row["top1"],
+        "model": name, "seed": seed, "top1": row["top1"], "reach_top1": row["reach_top1"],
         "best_top1": row["best_top1"],
         "val_top1": [h["val_top1"] for h in row["history"]],
         "train_loss": [h["train_loss"] for h in row["history"]],
@@ -67,13 +86,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help="registered names, or ablation names: " + ", ".join(ABLATIONS))
     parser.add_argument("--out", default="data/results/07_match_multiseed.json")
     parser.add_argument("--runs", default="runs/multiseed")
     args = parser.parse_args()
     out, runs_dir = Path(args.out), Path(args.runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(out.read_text()) if out.is_file() else {"runs": []}
+    from minilg.data.match import MATCH_VERSION
+
+    if data["runs"] and data.get("task", {}).get("version") != MATCH_VERSION:
+        parser.error(f"{out} holds runs of match version {data.get('task', {}).get('version')}, "
+                     f"not {MATCH_VERSION}: choose another --out")
     done = {(r["model"], r["seed"]) for r in data["runs"]}
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     _describe(data, args, models)
@@ -114,7 +139,9 @@ def _describe(data: dict[str, Any], args: argparse.Namespace, models: list[str])
         "chance": MATCH_CHANCE,
         # "at chance" = at most chance + 3 standard errors of a guess on the validation set
         "chance_plus_3se": MATCH_CHANCE + 300 * math.sqrt(p * (1 - p) / n_val),
-        "reach_part": "the whole label (each token alone is independent of it)",
+        "reach_part": "the whole label (either bar alone is independent of it); reach_top1 is "
+                      "the top-1 of each image's scores summed with its colour-swapped twin's "
+                      "(minilg.data.match.swap_colours): the interaction of the two sides",
         "command": "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python scripts/multiseed.py "
                    f"--seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs} "
                    f"--models {','.join(models)} --out {args.out}",
@@ -124,6 +151,8 @@ def _describe(data: dict[str, Any], args: argparse.Namespace, models: list[str])
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
     })
     data.setdefault("exceptions", {})
+    data["ablations"] = {m: {"model": ABLATIONS[m][0], "overrides": ABLATIONS[m][1]}
+                         for m in models if m in ABLATIONS}
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 #   TORCH_SPEC="torch==2.5.1" bash scripts/setup.sh      # any other PyTorch you want
 #   TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124" bash scripts/setup.sh
 #   VENV=/path/to/env PYTHON=python3.12 bash scripts/setup.sh
+#   EXTRAS= bash scripts/setup.sh    # the library only (what `make run` needs), no test tools
 #
 # PyTorch is installed first and pinned, so that resolving minilg's own requirement (torch>=2.13)
 # never pulls a different, multi-GB build. Python 3.11 or newer is required.
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
-EXTRAS="${EXTRAS:-dev,notebooks}"
+EXTRAS="${EXTRAS-dev,notebooks}"  # set but empty: the library alone
 
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
   echo "error: minilg needs Python >= 3.11, got $("$PYTHON" --version 2>&1); set PYTHON=python3.11" >&2
@@ -25,10 +26,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-"${PIP[@]}" install -q --upgrade pip
 echo "==> installing $TORCH_SPEC"
 # shellcheck disable=SC2086  # TORCH_SPEC may carry pip options such as --index-url
 "${PIP[@]}" install -q $TORCH_SPEC
-echo "==> installing minilg (editable) with extras [$EXTRAS]"
-"${PIP[@]}" install -q -e ".[$EXTRAS]"
+if [ -n "$EXTRAS" ]; then
+  echo "==> installing minilg (editable) with extras [$EXTRAS]"
+  "${PIP[@]}" install -q -e ".[$EXTRAS]"
+else
+  echo "==> installing minilg (editable)"
+  "${PIP[@]}" install -q -e .
+fi
 "$VENV/bin/python" -c "import torch, minilg; print(f'minilg {minilg.__version__}, torch {torch.__version__}')"

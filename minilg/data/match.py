@@ -31,6 +31,20 @@ plateaus where two similar colours (red and yellow, green and yellow) were confu
 chance. Version 3 (this one) has two colours and full-height bars: 50 % of the pixels carry the
 colour, against 14 % for the squares.
 
+**The part of the label that needs reach.** With ``a, b = +-1`` the two bars' colours, any
+score a model gives an image is ``c + alpha a + beta b + gamma ab`` (plus terms of the
+background): ``alpha a + beta b`` is what each side says alone, ``gamma ab`` the interaction
+that only reach can compute, and the label is the sign of ``ab``. A model without reach has
+``gamma = 0``, yet its top-1 need not be 50 %: near the end of training its logits are almost
+constant, and the signs of tiny leftover terms ``alpha a + beta b`` classify the four colour
+pairs (a quarter of the images each) as they fall, so its top-1 lands near 25, 50 or 75 %
+(cross-entropy's optimum for it is the constant, at loss ln 2). :func:`swap_colours` exchanges
+the two colours in both bars, which keeps the label and flips the signs of ``a`` and ``b``; the
+sum of a model's scores for an image and its swapped twin is ``2c + 2 gamma ab``, exactly the
+interaction. Its top-1, ``reach_top1`` (:func:`minilg.training.evaluation.symmetrised_top1`),
+is the accuracy on the part of the label that needs reach: chance for every model whose two
+halves never meet, whatever its leftover terms.
+
 **Augmentation.** A horizontal flip keeps the label (the relation is symmetric); random resized
 crops could cut a bar out: use ``scale=None``.
 """
@@ -44,6 +58,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from torch import Tensor
 
 __all__ = [
     "MATCH_CHANCE",
@@ -53,6 +68,7 @@ __all__ = [
     "MATCH_VERSION",
     "MATCH_WNIDS",
     "generate_match",
+    "swap_colours",
 ]
 
 MATCH_CLASSES: Final[tuple[str, ...]] = ("same_colour", "other_colour")
@@ -109,3 +125,16 @@ def generate_match(
 
     out = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(out), labels
+
+
+def swap_colours(images: Tensor) -> Tensor:
+    """``images`` (uint8, (N, H, W, 3)) with the two bar colours exchanged, in both bars.
+
+    The label is unchanged (same stays same); every other pixel is kept. Bars are painted
+    after the noise, so a bar pixel holds exactly its colour's uint8 value.
+    """
+    blue, orange = (torch.tensor(np.rint(np.array(c) * 255.0), dtype=torch.uint8,
+                                 device=images.device) for c in MATCH_COLOURS.values())
+    is_blue = (images == blue).all(-1, keepdim=True)
+    is_orange = (images == orange).all(-1, keepdim=True)
+    return torch.where(is_blue, orange, torch.where(is_orange, blue, images))

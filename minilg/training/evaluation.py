@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from minilg.training.weights import read_weights_metadata
 
 __all__ = [
     "add_arguments", "check_classes", "check_resolution", "evaluate", "evaluate_checkpoint", "run",
+    "symmetrised_top1",
 ]
 
 
@@ -76,6 +78,41 @@ def evaluate(
         "top5": 100.0 * float(sums[2]) / n,
         "n": float(sums[3]),
     }
+
+
+def symmetrised_top1(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    twin: Callable[[Tensor], Tensor],
+    *,
+    batch_size: int = 256,
+) -> float:
+    """Top-1 (in %) of the summed logits of each image and its ``twin`` (uint8 (N, H, W, 3)).
+
+    ``twin`` maps images to images of the same label under a symmetry of the task; summing the
+    two scores keeps only the part of the model's score that the symmetry leaves unchanged. On
+    the ``match`` task (:func:`minilg.data.match.swap_colours`) that is exactly the interaction
+    of the two sides: the accuracy on the part of the label that needs reach.
+    """
+    device = next(model.parameters()).device
+    num_classes = int(getattr(model, "num_classes", 0)) or int(labels.max()) + 1
+    aug = BatchAugment(int(images.shape[1]))
+    was_training = model.training
+    model.eval()
+    correct = 0
+
+    def scores(x: Tensor, y: Tensor) -> Tensor:
+        logits: Tensor = model(aug(x, y, num_classes, train=False)[0].to(device))
+        return logits.float()
+
+    with torch.no_grad():
+        for start in range(0, len(labels), batch_size):
+            x, y = images[start : start + batch_size], labels[start : start + batch_size]
+            logits = scores(x, y) + scores(twin(x), y)
+            correct += int((logits.argmax(-1).cpu() == y.cpu()).sum())
+    model.train(was_training)
+    return 100.0 * correct / max(1, len(labels))
 
 
 def check_classes(meta: dict[str, str], ds: ImageArrayDataset, weights: Path) -> None:
