@@ -11,7 +11,7 @@ machine and its load. Finished runs are kept, so an interrupted campaign continu
 stopped. Ablations (`--models` with other registered names, e.g. the papers' variants) may run
 at fewer seeds. Usage (from the repository root):
 
-    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python scripts/multiseed.py \
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/multiseed.py \
         --seeds 0 1 2 --jobs 2 --out data/results/07_match_multiseed.json
 
 Each run's weights stay in runs/multiseed/s{seed}_{model}/ (not committed).
@@ -72,10 +72,14 @@ def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for name in dict.fromkeys(r["model"] for r in runs):
         top1 = [r["top1"] for r in runs if r["model"] == name]
+        reach = [r["reach_top1"] for r in runs if r["model"] == name
+                 and r.get("reach_top1") is not None]
         rows.append({
             "model": name, "seeds": len(top1), "mean": statistics.fmean(top1),
             "std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
             "min": min(top1), "max": max(top1),
+            "reach_mean": statistics.fmean(reach) if reach else None,
+            "reach_min": min(reach) if reach else None, "reach_max": max(reach) if reach else None,
         })
     return rows
 
@@ -90,7 +94,13 @@ def main() -> int:
                         help="registered names, or ablation names: " + ", ".join(ABLATIONS))
     parser.add_argument("--out", default="data/results/07_match_multiseed.json")
     parser.add_argument("--runs", default="runs/multiseed")
+    parser.add_argument("--fill-reach", action="store_true",
+                        help="only add reach_top1 to the runs of --out that lack it, from each "
+                             "run's final weights in --runs (for a campaign made before compare "
+                             "recorded it; the same function compare calls after training)")
     args = parser.parse_args()
+    if args.fill_reach:
+        return fill_reach(Path(args.out), Path(args.runs))
     out, runs_dir = Path(args.out), Path(args.runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(out.read_text()) if out.is_file() else {"runs": []}
@@ -122,6 +132,32 @@ def main() -> int:
     return 0
 
 
+def fill_reach(out: Path, runs_dir: Path) -> int:
+    """Add ``reach_top1`` to every run of ``out`` without it, from its final weights."""
+    from minilg.compare import COMPARE_DEFAULTS
+    from minilg.data import load_subset
+    from minilg.data.match import swap_colours
+    from minilg.train import load_model
+    from minilg.training.evaluation import symmetrised_top1
+    from minilg.training.splits import sample_subset
+
+    data = json.loads(out.read_text())
+    val = load_subset(data["task"]["name"], "val", 32)
+    images, labels = sample_subset(val.images, val.labels, COMPARE_DEFAULTS["max_eval_samples"])
+    for r in data["runs"]:
+        if r.get("reach_top1") is None:
+            model, _ = load_model(runs_dir / f"s{r['seed']}_{r['model']}" / r["model"])
+            r["reach_top1"] = symmetrised_top1(model, images, labels, swap_colours)
+            print(f"seed {r['seed']} {r['model']:16} top-1 {r['top1']:5.1f} "
+                  f"reach top-1 {r['reach_top1']:5.1f}")
+    data["summary"] = summary(data["runs"])
+    data["reach_top1_added"] = ("after the campaign, from each run's final weights, by "
+                                "`scripts/multiseed.py --fill-reach` (the function compare "
+                                "calls after training)")
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    return 0
+
+
 def _describe(data: dict[str, Any], args: argparse.Namespace, models: list[str]) -> None:
     """The campaign's record: task, chance, budget, command, machine and load."""
     import torch
@@ -142,7 +178,7 @@ def _describe(data: dict[str, Any], args: argparse.Namespace, models: list[str])
         "reach_part": "the whole label (either bar alone is independent of it); reach_top1 is "
                       "the top-1 of each image's scores summed with its colour-swapped twin's "
                       "(minilg.data.match.swap_colours): the interaction of the two sides",
-        "command": "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python scripts/multiseed.py "
+        "command": "OMP_NUM_THREADS=1 .venv/bin/python scripts/multiseed.py "
                    f"--seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs} "
                    f"--models {','.join(models)} --out {args.out}",
         "budget": dict(COMPARE_DEFAULTS),
