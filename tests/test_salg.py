@@ -229,7 +229,7 @@ def test_a_stage_segments_its_input_once_and_hands_the_labels_to_every_block() -
     stage.region_tokens.segment = (  # type: ignore[method-assign]
         lambda x: segmented.append(segment(x)) or segmented[-1])
     stage.region_tokens.mask = (  # type: ignore[method-assign]
-        lambda labels: masks.append(mask(labels)) or masks[-1])
+        lambda labels, dtype: masks.append(mask(labels, dtype)) or masks[-1])
     for block in stage.blocks:
         mix = block.mixer.forward_with_extra
         block.mixer.forward_with_extra = (  # type: ignore[union-attr]
@@ -248,11 +248,13 @@ def test_the_region_mask_is_eq2s_mask_with_null_token_rows_kept_finite() -> None
     mask = region_mask(labels, sequences)
     assert mask.shape == (2, sequences.shape[0], 1, *sequences.shape[1:] * 2)
     mine = local >= 0
+    assert set(mask.unique().tolist()) == {0.0, float("-inf")}
+    kept = mask[:, :, 0] == 0
     # A query of region r keeps exactly the keys of region r (Eq. 2's M_r) ...
     both = mine[..., :, None] & mine[..., None, :]
-    assert torch.equal(mask[:, :, 0] & mine[..., :, None], both)
+    assert torch.equal(kept & mine[..., :, None], both)
     # ... and a null-token query keeps every key (its output is dropped): no empty row.
-    assert bool(mask[:, :, 0][~mine].all())
+    assert bool(kept[~mine].all())
 
 
 def test_a_given_region_mask_gives_the_same_outputs_and_gradients_bitwise() -> None:
@@ -276,7 +278,7 @@ def test_a_region_mask_of_the_wrong_shape_or_without_labels_raises() -> None:
     x, agr = torch.randn(1, 8, 8, 8), torch.randn(1, 4, 8)
     labels = assign_regions(x, 4, 1)
     wrong = SemanticRegionAttention(8, 2, window=4, margin=2).region_mask(labels)
-    with pytest.raises(ValueError, match=r"regions \(the region mask\) must be bool of shape"):
+    with pytest.raises(ValueError, match=r"regions \(the region mask\) must be floating point"):
         mixer.forward_with_extra(x, agr, labels, wrong)
     with pytest.raises(ValueError, match="needs the labels it was built from"):
         mixer.forward_with_extra(x, agr, regions=mixer.region_mask(labels))

@@ -241,17 +241,21 @@ def region_local_labels(labels: Tensor, sequences: Tensor) -> Tensor:
     return torch.where(slot_labels == region[None, :, None], region[None, :, None], -1)
 
 
-def region_mask(labels: Tensor, sequences: Tensor) -> Tensor:
+def region_mask(labels: Tensor, sequences: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """Eq. 2's masks ``M_r`` of every region, once per stage: ``labels (B, H, W)``, ``sequences
-    (n_R, S)`` -> ``(B, n_R, 1, S, S)`` bool, ``True`` where query and key both belong to ``r``.
+    (n_R, S)`` -> ``(B, n_R, 1, S, S)`` additive, ``0`` where query and key both belong to ``r``,
+    ``-inf`` elsewhere.
 
-    Rows of queries outside region ``r`` (null tokens, padding) would have no key at all: they
-    keep every key instead, so their softmax is finite, and :class:`SemanticRegionAttention`
-    zeroes their outputs (:func:`region_local_labels` ``< 0``). Built from the labels alone, the
-    mask serves every block of a stage (:class:`~minilg.models.salg_stage.SALGStage`).
+    Rows of queries outside region ``r`` (null tokens, padding) would be all ``-inf``: they are
+    ``0`` instead, so their softmax is finite, and :class:`SemanticRegionAttention` zeroes their
+    outputs (:func:`region_local_labels` ``< 0``). Built from the labels alone, the mask serves
+    every block of a stage (:class:`~minilg.models.salg_stage.SALGStage`); each block adds its
+    position bias to it (one addition, broadcast over the heads).
     """
     local = region_local_labels(labels, sequences)
-    return (label_mask(local, local) | (local < 0)[..., :, None])[:, :, None]
+    keep = label_mask(local, local) | (local < 0)[..., :, None]
+    mask = torch.zeros(keep.shape, dtype=dtype, device=labels.device)
+    return mask.masked_fill_(~keep, float("-inf"))[:, :, None]
 
 
 def intra_region_macs(height: int, width: int, dim: int, window: int | Pair,
@@ -308,11 +312,11 @@ class SemanticRegionAttention(AttentionMixer):
         grid = (mh + 2 * self.margin[0], mw + 2 * self.margin[1])
         return F.pad(self.position_bias(grid), (1, 0, 1, 0))
 
-    def region_mask(self, labels: Tensor) -> Tensor:
+    def region_mask(self, labels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         """:func:`region_mask` of ``labels (B, H, W)`` with this mixer's coverage areas:
-        ``(B, n_R, 1, 1 + K, 1 + K)`` bool."""
+        ``(B, n_R, 1, 1 + K, 1 + K)``, ``0`` or ``-inf``."""
         size = (labels.shape[1], labels.shape[2])
-        return region_mask(labels, self.sequences(size, labels.device))
+        return region_mask(labels, self.sequences(size, labels.device), dtype)
 
     def intra_region(self, x: Tensor, agr: Tensor, labels: Tensor,
                      regions: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -327,16 +331,16 @@ class SemanticRegionAttention(AttentionMixer):
         tokens = height * width
         sequences = self.sequences((height, width), x.device)  # (n_R, 1 + K)
         if regions is None:
-            regions = region_mask(labels, sequences)
+            regions = region_mask(labels, sequences, x.dtype)
         self._check_mask(regions, labels, sequences)
         # The token table of region_sequences, projected: map tokens, an empty row, AGR tokens.
         table = torch.cat([self.qkv(rearrange(x, "b h w c -> b (h w) c")),
                            x.new_zeros(batch, 1, 3 * self.dim), self.qkv(agr)], dim=1)
         gathered = table.index_select(1, sequences.flatten())
         q, k, v = rearrange(gathered, "b (r s) c -> b r s c", r=sequences.shape[0]).chunk(3, -1)
-        # Eq. 2's mask M_r with the position bias, in one step: (B, n_R, heads or 1, S, S).
+        # Eq. 2's mask M_r plus the position bias, one addition: (B, n_R, heads or 1, S, S).
         bias = self.bias((height, width))
-        mask = torch.where(regions, x.new_zeros(()) if bias is None else bias, float("-inf"))
+        mask = regions if bias is None else regions + bias
         out = self.attention(q, KeySource(k, v, mask))
         # Queries of other regions (null tokens, padding) give zeros: the sum gives each token
         # its own region's output.
@@ -391,10 +395,10 @@ class SemanticRegionAttention(AttentionMixer):
 
     def _check_mask(self, regions: Tensor, labels: Tensor, sequences: Tensor) -> None:
         expected = (labels.shape[0], sequences.shape[0], 1, sequences.shape[1], sequences.shape[1])
-        if regions.shape != expected or regions.dtype != torch.bool:
+        if regions.shape != expected or not regions.dtype.is_floating_point:
             raise ValueError(
-                f"regions (the region mask) must be bool of shape (B, n_R, 1, 1 + K, 1 + K) = "
-                f"{expected} for window {self.window} and margin {self.margin}, got "
+                f"regions (the region mask) must be floating point of shape (B, n_R, 1, 1 + K, "
+                f"1 + K) = {expected} for window {self.window} and margin {self.margin}, got "
                 f"{regions.dtype} {tuple(regions.shape)}"
             )
 

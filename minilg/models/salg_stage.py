@@ -85,12 +85,13 @@ class RegionTokens(nn.Module):
             return labels.expand(x.shape[0], -1, -1)
         return assign_regions(x, self.window, self.margin)
 
-    def mask(self, labels: Tensor) -> Tensor:
+    def mask(self, labels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         """Eq. 2's region masks of the stage's ``labels (B, H, W)``, built once for all its
         blocks: :func:`~minilg.attention.semantic_regions.region_mask`,
-        ``(B, n_R, 1, 1 + K, 1 + K)`` bool."""
+        ``(B, n_R, 1, 1 + K, 1 + K)``, ``0`` or ``-inf``."""
         size = (labels.shape[1], labels.shape[2])
-        return region_mask(labels, region_sequences(size, self.window, self.margin, labels.device))
+        sequences = region_sequences(size, self.window, self.margin, labels.device)
+        return region_mask(labels, sequences, dtype)
 
     def num_tokens(self, height: int, width: int) -> int:
         return num_regions(height, width, self.window)
@@ -184,7 +185,7 @@ class SALGStage(Stage):
     def forward(self, x: Tensor) -> Tensor:
         x = self.downsample(x)
         labels = self.region_tokens.segment(x)
-        regions = self.region_tokens.mask(labels)  # fixed for the stage: built once
+        regions = self.region_tokens.mask(labels, x.dtype)  # fixed for the stage: built once
         agr = self.region_tokens(x)
         for index in range(len(self)):
             x, agr = self[index].forward_with_extra(x, agr, labels=labels, regions=regions)
