@@ -16,6 +16,7 @@ from minilg.attention.semantic_regions import (
     intra_region_macs,
     num_regions,
     region_local_labels,
+    region_mask,
     region_means,
     region_sequences,
     region_similarity,
@@ -222,17 +223,65 @@ def test_a_stage_segments_its_input_once_and_hands_the_labels_to_every_block() -
     stage = model.stages[1]
     assert isinstance(stage, SALGStage)
     segmented: list[Tensor] = []
-    given: list[Tensor | None] = []
-    segment = stage.region_tokens.segment
+    masks: list[Tensor] = []
+    given: list[tuple[Tensor | None, Tensor | None]] = []
+    segment, mask = stage.region_tokens.segment, stage.region_tokens.mask
     stage.region_tokens.segment = (  # type: ignore[method-assign]
         lambda x: segmented.append(segment(x)) or segmented[-1])
+    stage.region_tokens.mask = (  # type: ignore[method-assign]
+        lambda labels, dtype: masks.append(mask(labels, dtype)) or masks[-1])
     for block in stage.blocks:
         mix = block.mixer.forward_with_extra
         block.mixer.forward_with_extra = (  # type: ignore[union-attr]
-            lambda x, e, labels=None, mix=mix: given.append(labels) or mix(x, e, labels))
+            lambda x, e, labels=None, regions=None, mix=mix:
+            given.append((labels, regions)) or mix(x, e, labels, regions))
     stage(torch.randn(2, 16, 16, 32))  # stage 0's output: stage 1 downsamples it to 8 x 8
     assert len(segmented) == 1 and segmented[0].shape == (2, 8, 8)
-    assert len(given) == len(stage) == 2 and all(labels is segmented[0] for labels in given)
+    assert len(given) == len(stage) == 2 and all(labels is segmented[0] for labels, _ in given)
+    assert len(masks) == 1 and all(regions is masks[0] for _, regions in given)
+
+
+def test_the_region_mask_is_eq2s_mask_with_null_token_rows_kept_finite() -> None:
+    labels = assign_regions(torch.randn(2, 9, 11, 8), 4, 2)
+    sequences = region_sequences((9, 11), 4, 2)
+    local = region_local_labels(labels, sequences)
+    mask = region_mask(labels, sequences)
+    assert mask.shape == (2, sequences.shape[0], 1, *sequences.shape[1:] * 2)
+    mine = local >= 0
+    assert set(mask.unique().tolist()) == {0.0, float("-inf")}
+    kept = mask[:, :, 0] == 0
+    # A query of region r keeps exactly the keys of region r (Eq. 2's M_r) ...
+    both = mine[..., :, None] & mine[..., None, :]
+    assert torch.equal(kept & mine[..., :, None], both)
+    # ... and a null-token query keeps every key (its output is dropped): no empty row.
+    assert bool(kept[~mine].all())
+
+
+def test_a_given_region_mask_gives_the_same_outputs_and_gradients_bitwise() -> None:
+    mixer = SemanticRegionAttention(8, 2, window=4, margin=2)
+    x = torch.randn(2, 9, 11, 8, requires_grad=True)
+    agr = torch.randn(2, num_regions(9, 11, 4), 8)
+    labels = assign_regions(x, 4, 2)
+    results = []
+    for regions in (None, mixer.region_mask(labels)):
+        mixer.zero_grad()
+        x.grad = None
+        out, agr_out = mixer.forward_with_extra(x, agr, labels, regions)
+        (out.sum() + agr_out.sum()).backward()
+        assert x.grad is not None
+        results.append([out, agr_out, x.grad, *(p.grad for p in mixer.parameters())])
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
+
+
+def test_a_region_mask_of_the_wrong_shape_or_without_labels_raises() -> None:
+    mixer = SemanticRegionAttention(8, 2, window=4, margin=1)
+    x, agr = torch.randn(1, 8, 8, 8), torch.randn(1, 4, 8)
+    labels = assign_regions(x, 4, 1)
+    wrong = SemanticRegionAttention(8, 2, window=4, margin=2).region_mask(labels)
+    with pytest.raises(ValueError, match=r"regions \(the region mask\) must be floating point"):
+        mixer.forward_with_extra(x, agr, labels, wrong)
+    with pytest.raises(ValueError, match="needs the labels it was built from"):
+        mixer.forward_with_extra(x, agr, regions=mixer.region_mask(labels))
 
 
 # ------------------------------------------------------------------ Eqs. 3-4
@@ -414,3 +463,48 @@ def test_salg_mini_trains_under_bf16_autocast() -> None:
     assert torch.isfinite(logits).all()
     logits.float().logsumexp(-1).mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def _with_the_cores_mask(mixer: SemanticRegionAttention, x: Tensor, agr: Tensor,
+                         labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Eq. 2 with a boolean mask and the bias handed to the core separately (the core zeroes
+    the fully masked rows): the formulation the mixer had before it built one additive mask."""
+    from einops import rearrange
+
+    from minilg.attention.core import KeySource
+    from minilg.attention.grouping import label_mask
+
+    batch, height, width, _ = x.shape
+    sequences = mixer.sequences((height, width), x.device)
+    local = region_local_labels(labels, sequences)
+    table = torch.cat([mixer.qkv(rearrange(x, "b h w c -> b (h w) c")),
+                       x.new_zeros(batch, 1, 3 * mixer.dim), mixer.qkv(agr)], dim=1)
+    gathered = table.index_select(1, sequences.flatten())
+    q, k, v = rearrange(gathered, "b (r s) c -> b r s c", r=sequences.shape[0]).chunk(3, -1)
+    allowed = label_mask(local, local)[:, :, None]
+    out = mixer.attention(q, KeySource(k, v, mixer.bias((height, width)), allowed))
+    summed = out.new_zeros(batch, height * width + 1 + sequences.shape[0], mixer.dim)
+    summed = summed.index_add(1, sequences.flatten(), rearrange(out, "b r s c -> b (r s) c"))
+    grid = rearrange(summed[:, : height * width], "b (h w) c -> b h w c", h=height)
+    return mixer.proj(grid), mixer.proj(summed[:, height * width + 1 :])
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_the_one_additive_mask_equals_the_cores_mask_and_bias_bitwise(grad: bool) -> None:
+    torch.manual_seed(0)
+    mixer = SemanticRegionAttention(8, 2, window=4, margin=2).train(grad)
+    x = torch.randn(2, 9, 11, 8, requires_grad=grad)
+    agr = torch.randn(2, num_regions(9, 11, 4), 8)
+    labels = assign_regions(x, 4, 2)
+    labels[1] = 0  # regions 1-5 of the second image are empty: fully masked rows
+    results = []
+    for run in (mixer.intra_region, lambda *a: _with_the_cores_mask(mixer, *a)):
+        mixer.zero_grad()
+        x.grad = None
+        with torch.set_grad_enabled(grad):
+            out, agr_out = run(x, agr, labels)
+        if grad:
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads = [x.grad, *(p.grad for p in mixer.parameters())] if grad else []
+        results.append([out, agr_out, *grads])
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))

@@ -57,7 +57,9 @@ class KeySource:
 
     Attributes:
         k, v: ``(B, G, Tk, C)`` (``G`` may be 1 to share the keys among all query groups).
-        bias: additive bias broadcastable to ``(G, heads, Tq, Tk)`` (a relative position bias).
+        bias: additive bias broadcastable to ``(G, heads, Tq, Tk)`` (a relative position bias),
+            or ``(B, G, heads or 1, Tq, Tk)`` when it depends on the sample: it may then hold
+            ``-inf`` (a mask already applied, as SALG's regions; no row may be all ``-inf``).
         allowed: boolean mask broadcastable to ``(B, G, heads, Tq, Tk)``; ``False`` removes that
             key for that query (padding, other regions). Leave out the batch axis unless the mask
             depends on the sample.
@@ -97,9 +99,14 @@ def combined_mask(
     parts: list[Tensor] = []
     for source in sources:
         tokens_k = source.k.shape[-2]
-        part = torch.zeros((1, 1, 1, tokens_q, tokens_k), dtype=dtype, device=source.k.device)
-        if source.bias is not None:
-            part = part + _as_5d(source.bias.to(dtype))
+        bias = source.bias
+        if bias is not None and bias.ndim == 5 and bias.shape[-2:] == (tokens_q, tokens_k):
+            part = bias.to(dtype)  # a per-sample bias-and-mask already at full size (SALG's)
+        else:
+            part = torch.zeros((1, 1, 1, tokens_q, tokens_k), dtype=dtype,
+                               device=source.k.device)
+            if bias is not None:
+                part = part + _as_5d(bias.to(dtype))
         if source.allowed is not None:
             part = part.masked_fill(~_as_5d(source.allowed), float("-inf"))
         parts.append(part)

@@ -25,9 +25,12 @@ Read top to bottom, this module follows SALG Sec. III:
 
 The masked dense formulation, as computed: region ``r`` has queries *and* keys
 ``[t_r^AGR, the (M+2p)^2 coverage-area slots]``; a pair is allowed when both belong to ``r``
-(the AGR token belongs to its region). Queries of other regions are fully masked rows, which the
-core turns into exact zeros, so summing every region's outputs back onto the map (a scatter-add)
-gives each token the output of the one region it belongs to, exactly. Padding (outside the map,
+(the AGR token belongs to its region). Queries of other regions would be fully masked rows: they
+keep every key instead (a finite softmax) and their outputs are set to exact zeros, so summing
+every region's outputs back onto the map (a scatter-add) gives each token the output of the one
+region it belongs to, exactly. The mask (:func:`region_mask`) depends only on the labels, so a
+stage builds it once for all its blocks; each block adds its own position bias to it in one
+step and hands the kernel that one additive mask. Padding (outside the map,
 or the bottom/right padding to a multiple of ``M``) is never assigned and never attended.
 
 Cost (:func:`intra_region_macs`), per image, ``N = HW`` tokens, ``T = n_R`` AGR tokens,
@@ -49,8 +52,8 @@ Choices the paper leaves open (there is no public code; these are minilg's, with
   piecewise constant; gradients reach the features through attention, not through the labels).
 * **Where segmentation runs.** Once per SALG stage, on the stage input, as the paper writes ("each
   SALG stage first performs region segmentation", Fig. 2); every block of the stage reuses the
-  labels (they are an argument of :meth:`SemanticRegionAttention.forward_with_extra`). A mixer
-  called on its own segments its own input.
+  labels and their region masks (arguments of :meth:`SemanticRegionAttention.forward_with_extra`).
+  A mixer called on its own segments its own input.
 * **Where AGR tokens come from.** Their number ``n_R`` depends on ``H, W``, so they cannot be one
   parameter per region: each starts as its region mean plus one learned embedding shared by all
   regions (``RegionTokens``), then travels with the map from block to block through the
@@ -238,6 +241,23 @@ def region_local_labels(labels: Tensor, sequences: Tensor) -> Tensor:
     return torch.where(slot_labels == region[None, :, None], region[None, :, None], -1)
 
 
+def region_mask(labels: Tensor, sequences: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Eq. 2's masks ``M_r`` of every region, once per stage: ``labels (B, H, W)``, ``sequences
+    (n_R, S)`` -> ``(B, n_R, 1, S, S)`` additive, ``0`` where query and key both belong to ``r``,
+    ``-inf`` elsewhere.
+
+    Rows of queries outside region ``r`` (null tokens, padding) would be all ``-inf``: they are
+    ``0`` instead, so their softmax is finite, and :class:`SemanticRegionAttention` zeroes their
+    outputs (:func:`region_local_labels` ``< 0``). Built from the labels alone, the mask serves
+    every block of a stage (:class:`~minilg.models.salg_stage.SALGStage`); each block adds its
+    position bias to it (one addition, broadcast over the heads).
+    """
+    local = region_local_labels(labels, sequences)
+    keep = label_mask(local, local) | (local < 0)[..., :, None]
+    mask = torch.zeros(keep.shape, dtype=dtype, device=labels.device)
+    return mask.masked_fill_(~keep, float("-inf"))[:, :, None]
+
+
 def intra_region_macs(height: int, width: int, dim: int, window: int | Pair,
                       margin: int | Pair) -> int:
     """``4 (N + T) C^2 + n_R 2 (1 + K)^2 C``: see the module docstring."""
@@ -292,8 +312,16 @@ class SemanticRegionAttention(AttentionMixer):
         grid = (mh + 2 * self.margin[0], mw + 2 * self.margin[1])
         return F.pad(self.position_bias(grid), (1, 0, 1, 0))
 
-    def intra_region(self, x: Tensor, agr: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Eq. 2's Local-MSA: ``x (B, H, W, C)``, ``agr (B, n_R, C)``, ``labels (B, H, W)``.
+    def region_mask(self, labels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """:func:`region_mask` of ``labels (B, H, W)`` with this mixer's coverage areas:
+        ``(B, n_R, 1, 1 + K, 1 + K)``, ``0`` or ``-inf``."""
+        size = (labels.shape[1], labels.shape[2])
+        return region_mask(labels, self.sequences(size, labels.device), dtype)
+
+    def intra_region(self, x: Tensor, agr: Tensor, labels: Tensor,
+                     regions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Eq. 2's Local-MSA: ``x (B, H, W, C)``, ``agr (B, n_R, C)``, ``labels (B, H, W)``;
+        ``regions``: :meth:`region_mask` of ``labels``, when the stage built it already.
 
         Returns the map and AGR outputs (after the output projection), same shapes.
         """
@@ -302,16 +330,21 @@ class SemanticRegionAttention(AttentionMixer):
         batch, height, width, _ = x.shape
         tokens = height * width
         sequences = self.sequences((height, width), x.device)  # (n_R, 1 + K)
-        local = region_local_labels(labels, sequences)  # (B, n_R, 1 + K)
+        if regions is None:
+            regions = region_mask(labels, sequences, x.dtype)
+        self._check_mask(regions, labels, sequences)
         # The token table of region_sequences, projected: map tokens, an empty row, AGR tokens.
         table = torch.cat([self.qkv(rearrange(x, "b h w c -> b (h w) c")),
                            x.new_zeros(batch, 1, 3 * self.dim), self.qkv(agr)], dim=1)
         gathered = table.index_select(1, sequences.flatten())
         q, k, v = rearrange(gathered, "b (r s) c -> b r s c", r=sequences.shape[0]).chunk(3, -1)
-        # Eq. 2's mask M_r for queries and keys (head axis 1): both slots belong to region r.
-        allowed = label_mask(local, local)[:, :, None]
-        out = self.attention(q, KeySource(k, v, self.bias((height, width)), allowed))
-        # Null-token queries gave exact zeros: the sum gives each token its own region's output.
+        # Eq. 2's mask M_r plus the position bias, one addition: (B, n_R, heads or 1, S, S).
+        bias = self.bias((height, width))
+        mask = regions if bias is None else regions + bias
+        out = self.attention(q, KeySource(k, v, mask))
+        # Queries of other regions (null tokens, padding) give zeros: the sum gives each token
+        # its own region's output.
+        out = out.masked_fill((region_local_labels(labels, sequences) < 0)[..., None], 0.0)
         summed = out.new_zeros(batch, tokens + 1 + sequences.shape[0], self.dim)
         summed = summed.index_add(1, sequences.flatten(), rearrange(out, "b r s c -> b (r s) c"))
         grid = rearrange(summed[:, :tokens], "b (h w) c -> b h w c", h=height)
@@ -319,16 +352,21 @@ class SemanticRegionAttention(AttentionMixer):
         return projected
 
     def forward_with_extra(
-        self, x: Tensor, extra: Tensor, labels: Tensor | None = None
+        self, x: Tensor, extra: Tensor, labels: Tensor | None = None,
+        regions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``x (B, H, W, C)``, AGR tokens ``extra (B, n_R, C)`` -> both updated (Eq. 2).
 
         ``labels (B, H, W)``: the regions, segmented once by the stage; ``None``: Eq. 1 on ``x``.
+        ``regions``: their :meth:`region_mask`, built once by the stage (needs ``labels``).
         """
         self.check_input(x)
         if labels is None:
+            if regions is not None:
+                raise ValueError("regions (a region mask) needs the labels it was built from, "
+                                 "got labels=None")
             labels = assign_regions(x, self.window, self.margin)
-        return self.intra_region(x, extra, labels)
+        return self.intra_region(x, extra, labels, regions)
 
     def forward(self, x: Tensor) -> Tensor:
         """Standalone: segment ``x``, start the AGR tokens from its region means, run Eq. 2."""
@@ -355,6 +393,15 @@ class SemanticRegionAttention(AttentionMixer):
         return (f"dim={self.dim}, heads={self.heads}, window={self.window}, "
                 f"margin={self.margin}")
 
+    def _check_mask(self, regions: Tensor, labels: Tensor, sequences: Tensor) -> None:
+        expected = (labels.shape[0], sequences.shape[0], 1, sequences.shape[1], sequences.shape[1])
+        if regions.shape != expected or not regions.dtype.is_floating_point:
+            raise ValueError(
+                f"regions (the region mask) must be floating point of shape (B, n_R, 1, 1 + K, "
+                f"1 + K) = {expected} for window {self.window} and margin {self.margin}, got "
+                f"{regions.dtype} {tuple(regions.shape)}"
+            )
+
     def _check_regions(self, x: Tensor, agr: Tensor, labels: Tensor) -> None:
         batch, height, width, _ = x.shape
         regions = num_regions(height, width, self.window)
@@ -373,6 +420,6 @@ class SemanticRegionAttention(AttentionMixer):
 __all__ = [
     "SemanticRegionAttention", "assign_regions", "check_margin", "check_window", "coverage",
     "coverage_positions", "effective_window", "intra_region_macs", "num_regions", "region_grid",
-    "region_local_labels", "region_means", "region_sequences", "region_similarity",
+    "region_local_labels", "region_mask", "region_means", "region_sequences", "region_similarity",
     "salg_attention_macs", "segmentation_macs", "window_grid_labels",
 ]

@@ -6,8 +6,8 @@ The token mixer (Eq. 1 segmentation, Eq. 2 intra-region attention) is
 :mod:`minilg.attention.semantic_regions`; this module holds what acts on a whole stage: where
 the AGR tokens come from (:class:`RegionTokens`), the propagation step (a transformer layer over
 the AGR tokens, Eq. 3, or their average, Eq. 4: :class:`InterRegionPropagation`), the stage that
-hands its one segmentation to every block (:class:`SALGStage`) and the stage factory
-(:class:`SALGStages`).
+hands its one segmentation (labels and region masks) to every block (:class:`SALGStage`) and
+the stage factory (:class:`SALGStages`).
 
 **Eq. 3** prints ``MSA(LN(T) + T)``; minilg reads it as the pre-norm residual
 ``T + MSA(LN(T))``, like Eq. 2 and Eq. 3's own MLP line (the literal form would add ``T`` to
@@ -31,7 +31,9 @@ from minilg.attention.semantic_regions import (
     check_margin,
     check_window,
     num_regions,
+    region_mask,
     region_means,
+    region_sequences,
     segmentation_macs,
     window_grid_labels,
 )
@@ -82,6 +84,14 @@ class RegionTokens(nn.Module):
             labels = window_grid_labels((x.shape[1], x.shape[2]), self.window, x.device)
             return labels.expand(x.shape[0], -1, -1)
         return assign_regions(x, self.window, self.margin)
+
+    def mask(self, labels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Eq. 2's region masks of the stage's ``labels (B, H, W)``, built once for all its
+        blocks: :func:`~minilg.attention.semantic_regions.region_mask`,
+        ``(B, n_R, 1, 1 + K, 1 + K)``, ``0`` or ``-inf``."""
+        size = (labels.shape[1], labels.shape[2])
+        sequences = region_sequences(size, self.window, self.margin, labels.device)
+        return region_mask(labels, sequences, dtype)
 
     def num_tokens(self, height: int, width: int) -> int:
         return num_regions(height, width, self.window)
@@ -149,13 +159,14 @@ class InterRegionPropagation(nn.Module):
 class SALGStage(Stage):
     """A SALG stage: downsample, segment once, then Local-Global blocks with AGR tokens.
 
-    ``extra`` (:class:`RegionTokens`) gives the labels and the initial AGR tokens of the
-    downsampled map; block ``i`` updates map and AGR tokens with those labels (Eq. 2, the core's
-    extra-token path), then ``propagation[i]`` updates the AGR tokens (Eq. 3 or 4) for block
-    ``i + 1`` ("the refined AGR tokens ... are then fed to the intra-region self-attention in the
-    next layer", Sec. III-C). The AGR tokens are dropped at the stage's end, so the last block
-    has no propagation step: it could not change the output (and its parameters would never get
-    a gradient).
+    ``extra`` (:class:`RegionTokens`) gives the labels, their region masks (built once: they
+    are fixed for the stage) and the initial AGR tokens of the downsampled map; block ``i``
+    updates map and AGR tokens with those labels (Eq. 2, the core's extra-token path), then
+    ``propagation[i]`` updates the AGR tokens (Eq. 3 or 4) for block ``i + 1`` ("the refined
+    AGR tokens ... are then fed to the intra-region self-attention in the next layer", Sec.
+    III-C). The AGR tokens are dropped at the stage's end, so the last block has no
+    propagation step: it could not change the output (and its parameters would never get a
+    gradient).
     """
 
     def __init__(self, downsample: nn.Module, blocks: Sequence[Block], extra: RegionTokens,
@@ -174,9 +185,10 @@ class SALGStage(Stage):
     def forward(self, x: Tensor) -> Tensor:
         x = self.downsample(x)
         labels = self.region_tokens.segment(x)
+        regions = self.region_tokens.mask(labels, x.dtype)  # fixed for the stage: built once
         agr = self.region_tokens(x)
         for index in range(len(self)):
-            x, agr = self[index].forward_with_extra(x, agr, labels=labels)
+            x, agr = self[index].forward_with_extra(x, agr, labels=labels, regions=regions)
             if index < len(self.propagation):
                 agr = self.propagation[index](agr)
         return x
