@@ -61,9 +61,10 @@ DEFAULT_MODELS = (
 )
 
 # One budget for every model of `make run` (the campaign, scripts/multiseed.py, runs exactly
-# this): 4,000 training images per model, 2 epochs of 2,000 (63 steps of 32 each), evaluated on
-# 1,000 validation images after each epoch. With the two processes of COMPARE_JOBS, `make run`
-# (set-up included) fits 5 minutes on the 2-core development machine; the README has the timing.
+# this): 4,000 training images per model, 2 epochs of 2,000 (62 steps of 32 each: the last
+# partial batch is dropped), evaluated on 1,000 validation images after each epoch. With the two
+# processes of COMPARE_JOBS, `make run` (set-up included) fits 5 minutes on the 2-core
+# development machine; the README has the timing.
 COMPARE_DEFAULTS: dict[str, Any] = {
     "data": "match",
     "epochs": 2,
