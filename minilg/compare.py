@@ -3,12 +3,13 @@
 Every model gets the same :class:`~minilg.train.TrainConfig` (data, epochs, batch, schedule,
 augmentation, seed); only ``model`` changes. The table reports parameters, MACs per image
 (multiply-accumulates of matmuls and convolutions, :func:`minilg.complexity.model_macs`),
-measured training throughput and validation top-1; the plot shows top-1 against MACs and the
-validation curves.
+measured training throughput, validation top-1 and, on tasks with a twin that isolates the part
+of the label needing reach (:data:`REACH_TWINS`), the reach top-1; the plot shows top-1 against
+MACs and the validation curves.
 
-The defaults are the main job, ``make run``: the embedded ``match`` task at 32 px (two tokens
-far apart; the label says whether they match in colour and in shape, which no model without a
-path between the two sides can learn: :mod:`minilg.data.match`), the ``*_mini`` model of every
+The defaults are the main job, ``make run``: the embedded ``match`` task at 32 px (two bars at
+opposite edges; the label says whether their colours match, which no model without a path
+between the two sides can learn: :mod:`minilg.data.match`), the ``*_mini`` model of every
 mechanism (full MSA, SW-MSA, SRA, GG, Focal, HAT-Net, SALG) and the local control (1 x 1
 windows, :mod:`minilg.models.reach`), one budget for all (:data:`COMPARE_DEFAULTS`), two models
 at a time in processes of one thread (:data:`COMPARE_JOBS`), sized so that ``make run`` finishes

@@ -55,7 +55,6 @@ def test_the_local_control_stays_at_chance_in_every_seed(campaign: dict[str, Any
     assert len(reach) >= 3
     three_se = campaign["chance_plus_3se"] - campaign["chance"]
     assert all(abs(r - campaign["chance"]) <= three_se for r in reach), reach
-    assert max(_top1(campaign, "local_control")) <= campaign["chance_plus_3se"]
 
 
 def test_every_long_range_mechanism_is_separated_from_the_local_control(
