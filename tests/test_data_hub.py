@@ -228,3 +228,22 @@ def test_the_fastai_tarball_is_the_last_resort(
     out = load_subset("imagewoof", "val", 16, cache_dir=tmp_path / "cache")
     assert urls == ["https://s3.amazonaws.com/fast-ai-imageclas/imagewoof2-160.tgz"]
     assert out.classes == ["Shih-Tzu"] and len(out) == 1
+
+
+def test_hub_data_without_the_datasets_package_is_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The library installs without `datasets` (the `hub` extra); asking for hub data then
+    says what to install, and local copies and the embedded tasks still load."""
+    import sys
+
+    from minilg.data import load_subset
+    from minilg.errors import DatasetUnavailableError
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` raises ImportError
+    with pytest.raises(DatasetUnavailableError) as info:
+        load_subset("imagenette", "val", 64, cache_dir=tmp_path)
+    message = str(info.value)
+    assert info.value.reason == "no_datasets" and "pip install 'minilg[hub]'" in message
+    assert "needs the datasets package, which is not installed" in message
+    assert len(load_subset("match", "val", cache_dir=tmp_path, max_per_class=2)) == 4

@@ -42,6 +42,8 @@ _WHY: Final[dict[str, str]] = {
     "missing": "the data was not found where it was looked for.",
     "script": "the hub repo is a script dataset, which datasets >= 4 refuses to run.",
     "error": "loading failed (see the errors above).",
+    "no_datasets": "loading from the Hugging Face hub needs the datasets package, which is not "
+    "installed (it is the optional extra minilg[hub]).",
 }
 _LAYOUT: Final[str] = (
     "root=<folder> in the fastai/ImageFolder layout (root/train/<wnid>/*.JPEG, "
@@ -193,7 +195,15 @@ def open_hub(spec: SubsetSpec, split: str, resolution: int) -> Any:
     Raises:
         DatasetUnavailableError: every source failed (the message lists each attempt).
     """
-    import datasets  # deferred: importing datasets takes a second or two
+    try:
+        import datasets  # deferred: importing datasets takes a second or two
+    except ImportError:
+        raise unavailable(
+            spec.name, split, [(f"the Hugging Face hub ({spec.repo})", "skipped: no datasets")],
+            "no_datasets",
+            ["pip install 'minilg[hub]' (or pip install datasets), then retry",
+             f"or pass {_LAYOUT}"],
+        ) from None
 
     attempts: list[tuple[str, str]] = []
     reasons: list[str] = []
