@@ -25,15 +25,18 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating virtual environment $VENV with $("$PYTHON" --version)"
   "$PYTHON" -m venv "$VENV"
 fi
+# --no-compile: no bytecode for every file of every package at install time (for torch that is
+# most of a minute); Python compiles each module the first time it is imported.
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+INSTALL=(install -q --no-compile)
 echo "==> installing $TORCH_SPEC"
 # shellcheck disable=SC2086  # TORCH_SPEC may carry pip options such as --index-url
-"${PIP[@]}" install -q $TORCH_SPEC
+"${PIP[@]}" "${INSTALL[@]}" $TORCH_SPEC
 if [ -n "$EXTRAS" ]; then
   echo "==> installing minilg (editable) with extras [$EXTRAS]"
-  "${PIP[@]}" install -q -e ".[$EXTRAS]"
+  "${PIP[@]}" "${INSTALL[@]}" -e ".[$EXTRAS]"
 else
   echo "==> installing minilg (editable)"
-  "${PIP[@]}" install -q -e .
+  "${PIP[@]}" "${INSTALL[@]}" -e .
 fi
 "$VENV/bin/python" -c "import torch, minilg; print(f'minilg {minilg.__version__}, torch {torch.__version__}')"
