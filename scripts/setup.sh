@@ -5,7 +5,7 @@
 #   TORCH_SPEC="torch==2.5.1" bash scripts/setup.sh      # any other PyTorch you want
 #   TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124" bash scripts/setup.sh
 #   VENV=/path/to/env PYTHON=python3.12 bash scripts/setup.sh
-#   EXTRAS= bash scripts/setup.sh    # the library only (what `make run` needs), no test tools
+#   EXTRAS= NO_COMPILE=1 bash scripts/setup.sh   # what `make run` does: the library only
 #
 # PyTorch is installed first and pinned, so that resolving minilg's own requirement (torch>=2.13)
 # never pulls a different, multi-GB build. Python 3.11 or newer is required.
@@ -25,10 +25,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating virtual environment $VENV with $("$PYTHON" --version)"
   "$PYTHON" -m venv "$VENV"
 fi
-# --no-compile: no bytecode for every file of every package at install time (for torch that is
-# most of a minute); Python compiles each module the first time it is imported.
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-INSTALL=(install -q --no-compile)
+INSTALL=(install -q)
+# NO_COMPILE=1 (make run): no bytecode for every file of every package at install time (for torch
+# that is most of a minute); Python compiles each module it imports instead. For few processes
+# (the main job) that is faster; for many (make test) compile at install, above all where
+# PYTHONDONTWRITEBYTECODE is set and imports would compile again in every process.
+if [ "${NO_COMPILE:-0}" = 1 ]; then INSTALL+=(--no-compile); fi
 echo "==> installing $TORCH_SPEC"
 # shellcheck disable=SC2086  # TORCH_SPEC may carry pip options such as --index-url
 "${PIP[@]}" "${INSTALL[@]}" $TORCH_SPEC
