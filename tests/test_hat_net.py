@@ -20,6 +20,7 @@ from minilg.complexity import count_macs
 from minilg.convert import ConversionError, convert_official
 from minilg.convert.hat_net import official_key
 from minilg.models.hat_net import NormedWindowAttention, PointwiseMlp
+from minilg.nn import ConvMlp, Mlp
 from minilg.reference import TABLE_PATH
 
 DATA = Path(__file__).parent / "data"
@@ -396,3 +397,31 @@ def test_conversion_errors_name_the_problem() -> None:
     missing = {k: v for k, v in state.items() if k != "classifier.1.bias"}
     with pytest.raises(ConversionError, match=r"classifier\.1\.bias"):
         convert_official("hat_net", missing, **config)
+
+
+@pytest.mark.parametrize("which", ["irb", "mlp"])
+def test_activations_in_place_change_neither_values_nor_gradients(which: str) -> None:
+    """The IRB's SiLUs and the MLP's GELU overwrite their input (a fresh rC-wide map costs more
+    than the activation on the CPU); outputs and every gradient equal the out-of-place ones."""
+    torch.manual_seed(0)
+    module: nn.Module = ConvMlp(8, 4.0) if which == "irb" else Mlp(8)
+    if which == "irb":
+        assert [m.inplace for m in module.modules() if isinstance(m, nn.SiLU)] == [True, True]
+    x = torch.randn(2, 5, 6, 8, requires_grad=True)
+
+    def run(out_of_place: bool) -> list[Tensor]:
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        if out_of_place and isinstance(module, Mlp):
+            out = module.fc2(F.gelu(module.fc1(x)))
+        elif out_of_place:
+            hidden = F.silu(module.conv1[1](module.conv1[0](x)))  # norm, 1x1, then SiLU
+            hidden = F.silu(module.conv2[0](rearrange(hidden, "b h w c -> b c h w")))
+            out = module.conv3(rearrange(hidden, "b c h w -> b h w c"))
+        else:
+            out = module(x)
+        out.square().sum().backward()
+        assert x.grad is not None
+        return [out.detach(), x.grad, *(p.grad for p in module.parameters() if p.grad is not None)]
+
+    assert all(torch.equal(a, b) for a, b in zip(run(False), run(True), strict=True))

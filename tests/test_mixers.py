@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from einops import rearrange
 from torch import Tensor
 
 import minilg
@@ -249,3 +250,52 @@ def test_reference_math_gives_the_same_result(name: str) -> None:
     with reference_math():
         slow = mixer(x)
     torch.testing.assert_close(fast, slow)
+
+
+def _sw_msa_one_call(mixer: WindowAttention, x: Tensor) -> Tensor:
+    """SW-MSA as one masked attention over all windows: roll, partition, softmax with the
+    position bias and the region mask, reverse, roll back, project (Swin Sec. 3.2)."""
+    (mh, mw), shift = mixer.effective(x.shape[1], x.shape[2])
+    rolled = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+    windows = rearrange(rolled, "b (nh mh) (nw mw) c -> b (nh nw) (mh mw) c", mh=mh, mw=mw)
+    q, k, v = rearrange(mixer.qkv(windows), "b g t (s h d) -> s b g h t d", s=3, h=mixer.heads)
+    scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
+    assert mixer.position_bias is not None
+    scores = scores + mixer.position_bias((mh, mw))
+    allowed = mixer.window_mask((x.shape[1], x.shape[2]), x.device)
+    assert allowed is not None
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    out = rearrange(scores.softmax(-1) @ v, "b g h t d -> b g t (h d)")
+    out = rearrange(out, "b (nh nw) (mh mw) c -> b (nh mh) (nw mw) c", nh=x.shape[1] // mh, mh=mh)
+    result: Tensor = mixer.proj(torch.roll(out, shifts=shift, dims=(1, 2)))
+    return result
+
+
+@pytest.mark.parametrize(("size", "window", "shift"), [((16, 12), 4, 2), ((8, 8), 4, (2, 0)),
+                                                        ((12, 12), 3, 1)])
+def test_shifted_windows_per_class_equal_one_masked_call(
+    size: tuple[int, int], window: int, shift: int | tuple[int, int]
+) -> None:
+    """The whole and cut windows, attended one class after the other, give what one masked
+    call over all windows gives; the classes split the tokens, and only the last row and
+    column of windows are cut."""
+    torch.manual_seed(0)
+    mixer = WindowAttention(16, 2, window=window, shift=shift).eval()
+    with torch.no_grad():
+        mixer.position_bias.bias_table.normal_()  # type: ignore[union-attr]
+    x = torch.randn(2, *size, 16)
+    shifted = mixer.shift
+    whole, cut, cut_allowed, inverse = mixer.window_classes(size, (window, window), shifted,
+                                                            x.device)
+    assert torch.equal(torch.sort(torch.cat([whole, cut])).values, torch.arange(size[0] * size[1]))
+    assert torch.equal(torch.cat([whole, cut])[inverse], torch.arange(size[0] * size[1]))
+    rows, cols = size[0] // window, size[1] // window
+    expected_cut = (cols if shifted[0] else 0) + (rows if shifted[1] else 0) - (
+        1 if all(shifted) else 0)
+    assert cut_allowed.shape[0] == expected_cut == cut.numel() // window**2
+    assert not cut_allowed.flatten(1).all(dim=1).any()
+    with torch.no_grad():
+        torch.testing.assert_close(mixer(x), _sw_msa_one_call(mixer, x), rtol=0, atol=1e-5)
+    x.requires_grad_(True)
+    mixer(x).square().sum().backward()
+    assert x.grad is not None and bool(x.grad.isfinite().all())

@@ -98,6 +98,8 @@ from minilg.attention.grouping import (
     padding_labels,
     subwindow_pool,
     window_labels,
+    window_partition,
+    window_reverse,
 )
 from minilg.nn import ChannelsLastGroupNorm
 from minilg.validate import Pair, as_pair, check_size, one_of
@@ -268,13 +270,17 @@ class HierarchicalAttention(AttentionMixer):
     def local_step(self, normed: Tensor) -> Tensor:
         """Eqs. 6-8: attention inside ``G1 x G1`` grids of ``normed`` (B, H, W, C), unprojected.
 
-        Projections run on the real tokens; the padding to a multiple of ``G1`` is added to
-        ``Q, K, V`` and masked as keys, and cropped from the output. Grids and heads are split
-        in one rearrangement (each (grid, head) pair is one group of ``attend``, ``heads=1``),
-        which saves the copies of a separate window partition and head split.
+        When ``G1`` divides the map, the C-wide input is cut into grids before the projection,
+        so ``Q, K, V`` are views of its output (one copy of ``C`` channels instead of ``3C``).
+        Otherwise the projections run on the real tokens; the padding to a multiple of ``G1`` is
+        added to ``Q, K, V`` and masked as keys, and cropped from the output.
         """
         _, height, width, _ = normed.shape
         (gh, gw), _ = effective_sizes(height, width, self.grid, self.pool)
+        if height % gh == 0 and width % gw == 0:
+            q, k, v = self.qkv(window_partition(normed, (gh, gw))).chunk(3, dim=-1)
+            out = attend(q, [KeySource(k, v)], self.heads)  # (B, grids, G1^2, C)
+            return window_reverse(out, (gh, gw), (height, width))
         qkv = pad_to_multiple(self.qkv(normed), (gh, gw))  # (B, Hp, Wp, 3C)
         rows = qkv.shape[1] // gh
         q, k, v = rearrange(qkv, "b (nh gh) (nw gw) (s h d) -> s b (nh nw h) (gh gw) d",

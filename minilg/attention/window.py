@@ -123,10 +123,15 @@ class WindowAttention(AttentionMixer):
         self.check_input(x)
         _, height, width, _ = x.shape
         window, shift = self.effective(height, width)
+        padded = (padded_size(height, window[0]), padded_size(width, window[1]))
+        if shift != (0, 0) and padded == (height, width):
+            shifted: Tensor = self.proj(self.shifted_by_class(x, window, shift))
+            return shifted
         q, k, v, padded = self.grouped_qkv(x, window, shift)
-        bias = self.position_bias(window) if self.position_bias is not None else None
+        bias = self.window_bias(window)
         allowed = self.window_mask((height, width), x.device)
         out = self.attention(q, KeySource(k, v, bias, allowed))
+        del q, k, v  # views of the 3C-wide projection: free it before the copies below
         if shift != (0, 0):  # back to the map, rolled back by +shift: the inverse gather
             _, inverse = self.shifted_order(padded, window, shift, x.device)
             tokens = rearrange(out, "b g t c -> b (g t) c")[:, inverse]
@@ -135,6 +140,66 @@ class WindowAttention(AttentionMixer):
             out = window_reverse(out, window, padded)
         projected: Tensor = self.proj(out[:, :height, :width])
         return projected
+
+    def window_classes(
+        self, size: tuple[int, int], window: tuple[int, int], shift: tuple[int, int],
+        device: torch.device,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """SW-MSA on a map the window divides: ``(whole, cut, cut_allowed, inverse)``.
+
+        ``whole`` and ``cut``: map positions of the tokens of the rolled windows that the roll
+        left in one piece and of those it brought edges into (the last row and column of
+        windows), each in window order; ``cut_allowed (nCut, 1, M^2, M^2)`` the cut windows'
+        mask; ``inverse`` takes the two classes, concatenated, back to map order. Cached per size.
+        """
+
+        def build() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            order, _ = self.shifted_order(size, window, shift, torch.device("cpu"))
+            allowed = allowed_from_labels(
+                window_labels(shifted_window_labels(size, window, shift), window))
+            cut = ~allowed.flatten(1).all(dim=1)  # (nW,) windows with a masked pair
+            by_window = rearrange(order, "(g t) -> g t", t=window[0] * window[1])
+            whole_tokens, cut_tokens = by_window[~cut].flatten(), by_window[cut].flatten()
+            inverse = torch.argsort(torch.cat([whole_tokens, cut_tokens]))
+            return (whole_tokens.to(device), cut_tokens.to(device), allowed[cut].to(device),
+                    inverse.to(device))
+
+        return self.geometry(("window_classes", size, window, shift), device, build)
+
+    def window_bias(self, window: tuple[int, int]) -> Tensor | None:
+        """The relative position bias ``(heads, M^2, M^2)`` of one window, or ``None``."""
+        return self.position_bias(window) if self.position_bias is not None else None
+
+    def shifted_by_class(
+        self, x: Tensor, window: tuple[int, int], shift: tuple[int, int]
+    ) -> Tensor:
+        """SW-MSA without padding, before ``proj``: ``(B, H, W, C) -> (B, H, W, C)``.
+
+        The same attention as one masked call over all windows, run per class of window
+        (:meth:`window_classes`): the windows the roll left whole need only the position bias,
+        which broadcasts over the batch, so q, k and v stay views of their projection; only
+        the cut windows (the last row and column of windows: ``H/M + W/M - 1`` of them when
+        both axes are shifted) carry the region mask. Each class is gathered from the C-wide
+        input and projected on its own, and its projection is freed before the next class is
+        projected (the stage-1 SW-MSA of Swin-T at batch 128 peaks at about a third of the
+        official cut's memory, ``python -m minilg bench --official``).
+        """
+        _, height, width, _ = x.shape
+        whole, cut, cut_allowed, inverse = self.window_classes(
+            (height, width), window, shift, x.device)
+        tokens = rearrange(x, "b h w c -> b (h w) c")
+        outs = []
+        for positions, allowed in ((whole, None), (cut, cut_allowed)):
+            grouped = rearrange(tokens[:, positions], "b (g t) c -> b g t c",
+                                t=window[0] * window[1])
+            q, k, v = self.qkv(grouped).chunk(3, dim=-1)  # each (B, nClass, M*M, C)
+            del grouped
+            bias = self.window_bias(window)
+            outs.append(self.attention(q, KeySource(k, v, bias, allowed)))
+            del q, k, v
+        merged = rearrange(torch.cat(outs, dim=1), "b g t c -> b (g t) c")
+        del outs
+        return rearrange(merged[:, inverse], "b (h w) c -> b h w c", h=height)
 
     def grouped_qkv(
         self, x: Tensor, window: tuple[int, int], shift: tuple[int, int]
