@@ -194,6 +194,11 @@ def test_scaling_exponents_and_targets() -> None:
     slow = [r if r.path != "core" else bench.Row(**{**r.__dict__, "speedup_fwdbwd": 0.9})
             for r in rows]
     assert [t.met for t in bench.speedup_targets(slow, settings)] == [False, True, True]
+    # the exponent goal holds forward and forward + backward: a steeper backward misses it
+    steep = [r if (r.path, r.size) != ("core", 224)
+             else bench.Row(**{**r.__dict__, "fwdbwd_ms": 2 * r.fwdbwd_ms}) for r in rows]
+    missed = bench.exponent_target(steep)
+    assert missed.met is False and missed.measured == "highest 1.25 (c W-MSA , fwd+bwd)"
     other = bench.Settings(torch.device("cpu"), torch.float32, 8, 1, 0, 2)
     assert bench.speedup_targets(rows, other)[0].note == (
         "target set at batch 8, 1 threads; run: batch 8, 2 threads")

@@ -95,8 +95,9 @@ def speedup_targets(rows: Sequence[Row], settings: Settings) -> list[Target]:
 
 
 def exponent_target(rows: Sequence[Row]) -> Target:
-    """Local mixers (MACs about linear in N) scale their time with an exponent at most the
-    target's, from its smaller map to its larger one (or the largest measured)."""
+    """Local mixers (MACs about linear in N) scale their time, forward and forward + backward,
+    with an exponent at most the target's, from its smaller map to its larger one (or the
+    largest measured)."""
     spec = load_targets()["exponent"]
     values: list[tuple[float, str]] = []
     top = 0
@@ -107,11 +108,13 @@ def exponent_target(rows: Sequence[Row]) -> Target:
             continue
         a, b = series[spec["from"]], series[max(larger)]
         if exponent(a.macs, b.macs, a.tokens, b.tokens) <= spec["local_macs_exponent"]:
-            values.append((exponent(a.fwd_ms, b.fwd_ms, a.tokens, b.tokens), case))
+            values += [(exponent(a.fwd_ms, b.fwd_ms, a.tokens, b.tokens), f"{case}, fwd"),
+                       (exponent(a.fwdbwd_ms, b.fwdbwd_ms, a.tokens, b.tokens),
+                        f"{case}, fwd+bwd")]
             top = max(top, b.size)
     worst = _worst(values, low=False)
     note = "" if top in (0, spec["to"]) else f"measured {spec['from']} -> {top} only"
-    measured = "not measured" if worst is None else f"highest {worst[0]:.2f} ({worst[1]}, fwd)"
+    measured = "not measured" if worst is None else f"highest {worst[0]:.2f} ({worst[1]})"
     return Target(spec["name"], f"<= {spec['at_most']:g}", measured,
                   None if worst is None else worst[0] <= spec["at_most"], note)
 
