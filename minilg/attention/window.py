@@ -3,7 +3,9 @@
 W-MSA splits the map into non-overlapping ``M x M`` windows and runs MSA inside each, with a
 relative position bias. SW-MSA first rolls the map by ``(-M//2, -M//2)`` so the next block's
 windows straddle the previous block's boundaries; tokens that the roll brought together from
-opposite edges are kept apart by a mask built from region labels.
+opposite edges are kept apart by a mask built from region labels. Only the last row and column
+of windows hold such tokens, so SW-MSA attends those windows with the mask and all others with
+the position bias alone (:meth:`WindowAttention.shifted_by_class`).
 
 Cost, for the ``N = H*W`` tokens projected and the ``Np = Hp*Wp`` (padded) tokens attended:
 ``Omega(W-MSA) = 4 N C^2 + 2 M^2 Np C`` (GG Eq. 12 / Swin Eq. 2 with ``Np = N`` when ``M``
@@ -190,6 +192,8 @@ class WindowAttention(AttentionMixer):
         tokens = rearrange(x, "b h w c -> b (h w) c")
         outs = []
         for positions, allowed in ((whole, None), (cut, cut_allowed)):
+            if positions.numel() == 0:
+                continue
             grouped = rearrange(tokens[:, positions], "b (g t) c -> b g t c",
                                 t=window[0] * window[1])
             q, k, v = self.qkv(grouped).chunk(3, dim=-1)  # each (B, nClass, M*M, C)
