@@ -18,12 +18,39 @@ from torch import Tensor, nn
 NormFactory = Callable[[int], nn.Module]
 
 
+class GELU(nn.GELU):
+    """``nn.GELU`` that can overwrite its input, as ``nn.SiLU(inplace=True)`` does (same
+    parameters, state dict and printout; ``inplace`` off by default)."""
+
+    def __init__(self, approximate: str = "none", inplace: bool = False) -> None:
+        super().__init__(approximate)
+        self.inplace = inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.inplace:
+            out: Tensor = torch.ops.aten.gelu_(x, approximate=self.approximate)
+            return out
+        return super().forward(x)
+
+
+def in_place(act: nn.Module) -> nn.Module:
+    """``act`` set to overwrite its input where it can (``nn.SiLU``, ``nn.ReLU``, :class:`GELU`),
+    as the official HAT-Net does for its SiLUs. Used where the activation follows a layer whose
+    backward does not read its output (a Linear, a convolution); autograd keeps what the
+    activation's own gradient needs, so values and gradients are the same. On the CPU it saves
+    writing a fresh ``rC``-wide map: a new buffer above the allocator's mmap threshold
+    (38 MB per activation at HAT-Net-T's stage 1, batch 8) page-faults on first touch, which
+    costs more than the activation itself."""
+    if hasattr(act, "inplace"):
+        setattr(act, "inplace", True)  # noqa: B010 (an attribute of some activations only)
+    return act
+
+
 class Mlp(nn.Module):
     """The transformer feed-forward network ``Linear(C, rC) -> GELU -> Linear(rC, C)`` (GG Eq. 2).
 
     Shapes: ``(..., C) -> (..., C)``. MACs on ``N`` tokens: ``2 r N C^2``. The GELU overwrites
-    ``fc1``'s output (same values and gradients): a fresh ``rC``-wide buffer costs more than the
-    GELU itself on the CPU (see :func:`in_place`).
+    ``fc1``'s output (same values and gradients; see :func:`in_place`).
     """
 
     def __init__(self, dim: int, ratio: float = 4.0, drop: float = 0.0) -> None:
@@ -33,17 +60,12 @@ class Mlp(nn.Module):
         self.dim = dim
         self.hidden = int(dim * ratio)
         self.fc1 = nn.Linear(dim, self.hidden)
-        self.act = nn.GELU()
+        self.act = in_place(GELU())  # fc1's backward does not read its output
         self.fc2 = nn.Linear(self.hidden, dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: Tensor) -> Tensor:
-        hidden = self.fc1(x)
-        if type(self.act) is nn.GELU:  # in place: fc1's backward does not read its output
-            hidden = torch.ops.aten.gelu_(hidden, approximate=self.act.approximate)
-        else:
-            hidden = self.act(hidden)
-        out: Tensor = self.drop(self.fc2(self.drop(hidden)))
+        out: Tensor = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
         return out
 
     def macs(self, height: int, width: int) -> int:
@@ -116,18 +138,6 @@ class ChannelsLastGroupNorm(nn.GroupNorm):
 def group_norm(groups: int = 1, eps: float = 1e-6) -> NormFactory:
     """``C -> ChannelsLastGroupNorm(groups, C, eps)``; HAT-Net's norm is ``group_norm(1, 1e-6)``."""
     return lambda dim: ChannelsLastGroupNorm(groups, dim, eps=eps)
-
-
-def in_place(act: nn.Module) -> nn.Module:
-    """``act`` set to overwrite its input where it can (``nn.SiLU``, ``nn.ReLU``; ``nn.GELU``
-    cannot), as the official HAT-Net does. The IRB's activations follow a layer whose backward
-    does not read its output, and autograd keeps what the activation's own gradient needs, so
-    values and gradients are the same; on the CPU it saves writing a fresh ``rC``-wide map (a
-    new 38 MB buffer per activation at HAT-Net-T's stage 1, batch 8, which costs more than the
-    activation itself)."""
-    if hasattr(act, "inplace"):
-        setattr(act, "inplace", True)  # noqa: B010 (an attribute of some activations only)
-    return act
 
 
 class ConvMlp(nn.Module):

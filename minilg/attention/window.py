@@ -190,6 +190,7 @@ class WindowAttention(AttentionMixer):
         whole, cut, cut_allowed, inverse = self.window_classes(
             (height, width), window, shift, x.device)
         tokens = rearrange(x, "b h w c -> b (h w) c")
+        bias = self.window_bias(window)
         outs = []
         for positions, allowed in ((whole, None), (cut, cut_allowed)):
             if positions.numel() == 0:
@@ -198,7 +199,6 @@ class WindowAttention(AttentionMixer):
                                 t=window[0] * window[1])
             q, k, v = self.qkv(grouped).chunk(3, dim=-1)  # each (B, nClass, M*M, C)
             del grouped
-            bias = self.window_bias(window)
             outs.append(self.attention(q, KeySource(k, v, bias, allowed)))
             del q, k, v
         merged = rearrange(torch.cat(outs, dim=1), "b g t c -> b (g t) c")

@@ -67,12 +67,12 @@ from minilg.models.backbone import HierarchicalBackbone, HierarchicalConfig
 from minilg.models.blocks import Block, ConvDownsample, ConvStem, module_out_size
 from minilg.models.stages import BlockSpec, BlockStages, Stage
 from minilg.models.swin import MINI_FRAME
-from minilg.nn import ChannelsLastGroupNorm, ConvMlp, group_norm
+from minilg.nn import GELU, ChannelsLastGroupNorm, ConvMlp, group_norm
 from minilg.registry import register_model, with_overrides
 from minilg.validate import Pair
 
 Activation = Literal["silu", "gelu"]
-ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "gelu": nn.GELU}
+ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "gelu": GELU}
 
 
 @dataclass(frozen=True)
