@@ -1,5 +1,6 @@
-"""The committed benchmark runs (data/results/bench_cpu_*.json, docs/benchmark.md, README):
-every ratio they state is recomputed from the per-round samples they store, exactly."""
+"""The committed benchmark runs (data/results/bench_cpu_*.json, which docs/benchmark.md, the
+README and notebook 08 quote): every ratio they store is recomputed from their per-round
+samples, exactly."""
 
 from __future__ import annotations
 
