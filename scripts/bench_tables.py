@@ -16,6 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from minilg.bench import Row
+from minilg.bench.report import results_markdown
+
 
 def header(env: dict[str, Any]) -> str:
     load = env["loadavg_1_5_15"], env.get("loadavg_1_5_15_end")
@@ -30,27 +33,6 @@ def x(value: float | None, iqr: list[float] | None = None) -> str:
     if value is None:
         return "-"
     return f"{value:.2f} [{iqr[0]:.2f}, {iqr[1]:.2f}]" if iqr else f"{value:.2f}"
-
-
-def mixers(data: dict[str, Any]) -> list[str]:
-    rows = {(r["case"], r["size"], r["path"]): r for r in data["rows"]}
-    out = ["| case | map | GMACs | fwd ms | plain | x [q1, q3] | sf x | fwd+bwd ms | plain "
-           "| x [q1, q3] | sf x | % peak | MiB f+b |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for (case, size, path), r in rows.items():
-        if path != "core":
-            continue
-        plain = rows.get((case, size, "plain"))
-        fwd_plain = f"{plain['fwd_ms']:.1f}" if plain else "-"
-        fb_plain = f"{plain['fwdbwd_ms']:.1f}" if plain else "-"
-        out.append(
-            f"| {case} | {size} | {r['macs'] / 1e9:.3f} | {r['fwd_ms']:.1f} | {fwd_plain} | "
-            f"{x(r['speedup_fwd'], r.get('speedup_fwd_iqr'))} | "
-            f"{x(r.get('vs_straightforward_fwd'))} | {r['fwdbwd_ms']:.1f} | {fb_plain} | "
-            f"{x(r['speedup_fwdbwd'], r.get('speedup_fwdbwd_iqr'))} | "
-            f"{x(r.get('vs_straightforward_fwdbwd'))} | {100 * r['peak_fraction']:.0f} | "
-            f"{r['fwdbwd_mib']:.0f} |")
-    return out
 
 
 def official(data: dict[str, Any]) -> list[str]:
@@ -134,7 +116,9 @@ def main(paths: list[str]) -> int:
     print("\n".join(targets(runs)))
     for label, data in runs:
         print(f"\n### {label}\n\n{header(data['environment'])}\n")
-        print("\n".join(mixers(data) + scaling(data)))
+        rows = [Row(**r) for r in data["rows"]]  # bench.md's table, from the stored rows
+        print(results_markdown(rows, data["scaling"]))
+        print("\n".join(scaling(data)))
         if data.get("official"):
             print("\n" + "\n".join(official(data)))
         print("\n".join(train_steps(data)))
